@@ -1,0 +1,33 @@
+"""examples/shop: the quickstart's FastAPI app. Each zephyr package adds its part here.
+
+Run it with ``make demo`` (``zephyr up --app examples.shop.app:app``) or
+``zephyr serve --app examples.shop.app:app``.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException
+
+app = FastAPI(title="zephyr shop example")
+
+PRODUCTS = {
+    1: {"id": 1, "name": "kite", "price_cents": 2500},
+    2: {"id": 2, "name": "windsock", "price_cents": 900},
+}
+
+
+@app.get("/")
+async def index() -> dict[str, object]:
+    return {"app": "shop", "try": ["/products", "/health/ready", "/metrics"]}
+
+
+@app.get("/products")
+async def list_products() -> list[dict[str, object]]:
+    return list(PRODUCTS.values())
+
+
+@app.get("/products/{product_id}")
+async def get_product(product_id: int) -> dict[str, object]:
+    if product_id not in PRODUCTS:
+        raise HTTPException(status_code=404, detail=f"no product {product_id}")
+    return PRODUCTS[product_id]

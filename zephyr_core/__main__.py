@@ -1,0 +1,3 @@
+from zephyr_core.cli import main
+
+main()

@@ -1,0 +1,155 @@
+"""The ASGI wrapper ``zephyr serve`` puts around an app: health routes and /metrics."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from zephyr_core._exceptions import ConfigError
+from zephyr_core._health import ReadinessCheck, checks_for, run_checks
+from zephyr_core._settings import get_settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUESTS = Counter(
+    "zephyr_http_requests_total", "HTTP requests served by the app", ["method", "status"]
+)
+LATENCY = Histogram("zephyr_http_request_duration_seconds", "Time to answer a request")
+READY = Gauge("zephyr_ready_check", "1 when a readiness check passes, else 0", ["check"])
+
+
+def load_app(path: str) -> ASGIApp:
+    """Import ``module:attribute`` and check that it is an ASGI application."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--app {path!r}: expected 'module:attribute', like 'myapp.main:app'")
+    if os.getcwd() not in sys.path:  # like uvicorn's default --app-dir "."
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"--app {path!r}: no module named {exc.name!r}") from None
+        raise ConfigError(f"--app {path!r}: importing it failed: {exc}") from exc
+    app: Any = module
+    for part in attr.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise ConfigError(
+                f"--app {path!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    call = app if inspect.isfunction(app) else getattr(app, "__call__", None)  # noqa: B004
+    if not inspect.iscoroutinefunction(call):
+        raise ConfigError(
+            f"--app {path!r}: {type(app).__name__} object is not an ASGI application "
+            "(expected an async callable taking scope, receive, send)"
+        )
+    return app  # type: ignore[no-any-return]
+
+
+class HealthApp:
+    """Answers /health, /health/live, /health/ready and /metrics; passes the rest on.
+
+    These paths take precedence over routes of the same name in the wrapped app.
+    """
+
+    def __init__(self, app: ASGIApp, checks: list[ReadinessCheck]) -> None:
+        self.app = app
+        self.checks = checks
+        self.started = time.monotonic()
+        self.routes: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {
+            "/health": self._summary,
+            "/health/live": self._live,
+            "/health/ready": self._ready,
+            "/metrics": self._metrics,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.routes.get(scope["path"].rstrip("/") or "/")
+        if route is not None and scope["method"] in ("GET", "HEAD"):
+            status, content_type, body = await route()
+            await _respond(send, status, content_type, body)
+            return
+        await self._timed(scope, receive, send)
+
+    async def _timed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            LATENCY.observe(time.perf_counter() - started)
+            REQUESTS.labels(scope["method"], str(status)).inc()
+
+    async def _live(self) -> tuple[int, bytes, bytes]:
+        return 200, b"application/json", b'{"status":"ok"}'
+
+    async def _check(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        results = await run_checks(self.checks)
+        for name, result in results.items():
+            READY.labels(name).set(1 if result["ok"] else 0)
+        return all(r["ok"] for r in results.values()), results
+
+    async def _ready(self) -> tuple[int, bytes, bytes]:
+        ready, results = await self._check()
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
+        if not ready:
+            body["failed"] = sorted(name for name, r in results.items() if not r["ok"])
+        return (200 if ready else 503), b"application/json", json.dumps(body).encode()
+
+    async def _summary(self) -> tuple[int, bytes, bytes]:
+        from zephyr_core import __version__
+
+        ready, results = await self._check()
+        body = {
+            "status": "ok" if ready else "degraded",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "checks": results,
+        }
+        return 200, b"application/json", json.dumps(body).encode()
+
+    async def _metrics(self) -> tuple[int, bytes, bytes]:
+        return 200, CONTENT_TYPE_LATEST.encode(), generate_latest()
+
+
+async def _respond(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def wrap(app: ASGIApp) -> HealthApp:
+    """Wrap ``app`` with the health routes and the checks current Settings call for."""
+    return HealthApp(app, checks_for(get_settings()))
+
+
+def create_app() -> HealthApp:
+    """uvicorn factory for ``--workers``/``--reload``: the app named by ZEPHYR_APP."""
+    path = os.environ.get("ZEPHYR_APP") or get_settings().ZEPHYR_APP
+    if not path:
+        raise ConfigError("ZEPHYR_APP is not set: pass --app module:attribute")
+    return wrap(load_app(path))

@@ -1,0 +1,127 @@
+"""Readiness checks: a registry each package adds to, and the built-in Redis probe.
+
+A check is an async callable that returns on success and raises on failure. Packages
+register theirs with :func:`register_check` (at import) or through the
+``zephyr.health`` entry-point group (a callable taking Settings and returning checks),
+so ``zephyr_core`` never imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from zephyr_core._settings import Settings
+from zephyr_core._urls import host_port, mask_url
+
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """One dependency ``/health/ready`` probes.
+
+    Attributes:
+        name: What failed, as reported in the 503 body (``"redis"``, ``"database"``).
+        probe: Async callable that returns when the dependency answers, raises otherwise.
+        timeout: Seconds before the probe counts as failed.
+    """
+
+    name: str
+    probe: Probe
+    timeout: float = 2.0
+
+
+_registered: dict[str, ReadinessCheck] = {}
+
+
+def register_check(name: str, probe: Probe, *, timeout: float = 2.0) -> None:
+    """Add (or replace) a readiness check run by every ``/health/ready`` request."""
+    if timeout <= 0:
+        raise ValueError(f"timeout={timeout!r}: must be a positive number of seconds")
+    _registered[name] = ReadinessCheck(name, probe, timeout)
+
+
+def redis_probe(url: str) -> Probe:
+    """A probe that PINGs the Redis server behind ``url`` on a fresh connection."""
+
+    async def ping() -> None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    return ping
+
+
+def _redis_urls(settings: Settings) -> list[str]:
+    urls = [settings.job_result_url]
+    if settings.JOB_QUEUE_BACKEND == "redis":
+        urls.insert(0, settings.JOB_QUEUE_URL)
+    if settings.CACHE_BACKEND == "redis":
+        urls.append(settings.CACHE_URL)
+    seen: dict[tuple[str, int], str] = {}
+    for url in urls:
+        seen.setdefault(host_port(url), url)
+    return list(seen.values())
+
+
+def database_probe(url: str) -> Probe:
+    """A probe that runs ``SELECT 1`` on PostgreSQL (needs the ``db`` extra)."""
+
+    async def select_one() -> None:
+        try:
+            import asyncpg
+        except ImportError as exc:
+            raise RuntimeError("asyncpg is missing: pip install 'zephyr-infra[db]'") from exc
+        conn = await asyncpg.connect(url, timeout=1.5)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    return select_one
+
+
+def checks_for(settings: Settings) -> list[ReadinessCheck]:
+    """Every readiness check that applies under ``settings``."""
+    redis_urls = _redis_urls(settings)
+    checks: list[ReadinessCheck] = []
+    for url in redis_urls:
+        name = "redis" if len(redis_urls) == 1 else "redis@{}:{}".format(*host_port(url))
+        checks.append(ReadinessCheck(name, redis_probe(url)))
+    if settings.DATABASE_URL:
+        checks.append(ReadinessCheck("database", database_probe(settings.DATABASE_URL)))
+    for entry in entry_points(group="zephyr.health"):
+        provider: Callable[[Settings], Iterable[ReadinessCheck]] = entry.load()
+        checks.extend(provider(settings))
+    checks.extend(_registered.values())
+    return checks
+
+
+async def run_checks(checks: Iterable[ReadinessCheck]) -> dict[str, dict[str, Any]]:
+    """Run checks concurrently; report each as ``{"ok", "ms"[, "error"]}``."""
+
+    async def one(check: ReadinessCheck) -> tuple[str, dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(check.probe(), check.timeout)
+        except Exception as exc:
+            reason = f"timed out after {check.timeout:g}s" if isinstance(
+                exc, TimeoutError
+            ) else mask_url(f"{type(exc).__name__}: {exc}")
+            return check.name, {"ok": False, "ms": _ms(started), "error": reason}
+        return check.name, {"ok": True, "ms": _ms(started)}
+
+    return dict(await asyncio.gather(*(one(check) for check in checks)))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

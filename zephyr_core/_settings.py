@@ -1,0 +1,247 @@
+"""Settings: one pydantic-settings class read from the environment and ``.env``.
+
+Field names, types and defaults are the proposal's "Infrastructure Settings", plus
+the few the platform needs (ZEPHYR_APP, JOB_RESULT_URL, ...). Every validator names
+the field, the value and what would be accepted; URL passwords never reach a repr.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from zephyr_core._exceptions import ConfigError
+from zephyr_core._urls import amqp_url_problem, mask_url, redis_url_problem
+
+JOB_QUEUE_BACKENDS = ("redis", "rabbitmq")
+CACHE_BACKENDS = ("redis", "memory", "dummy")
+LOAD_BALANCER_STRATEGIES = ("round_robin", "least_connections", "weighted")
+
+# Kubernetes resource quantities: CPU as cores ("0.5", "2") or millicores ("250m");
+# memory with a binary (Ki..Ei) or decimal (k, M, G..E) suffix, or plain bytes.
+_CPU = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_APP_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+# Fields whose value may hold a password: shown masked everywhere.
+_URL_FIELDS = ("JOB_QUEUE_URL", "JOB_RESULT_URL", "CACHE_URL", "DATABASE_URL")
+
+
+class Settings(BaseSettings):
+    """Every zephyr-infra setting, read from the environment and ``.env``.
+
+    Instantiate directly (``Settings(K8S_REPLICAS=5)``) or use :func:`get_settings`
+    for the process-wide instance. Invalid values raise :class:`ConfigError`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    # The ASGI application, as "module:attribute" (like Celery's CELERY_APP).
+    ZEPHYR_APP: str | None = None
+
+    # Container configuration
+    CONTAINER_REGISTRY: str | None = None
+    CONTAINER_TAG: str = "latest"
+    CONTAINER_HEALTH_CHECK: bool = True
+
+    # Job queue configuration
+    JOB_QUEUE_BACKEND: str = "redis"
+    JOB_QUEUE_URL: str = "redis://localhost:6379/0"
+    JOB_RESULT_URL: str | None = None  # defaults to JOB_QUEUE_URL's Redis server
+    JOB_WORKER_CONCURRENCY: int = Field(4, ge=1)
+    JOB_RETRY_ATTEMPTS: int = Field(3, ge=0)
+    JOB_RETRY_DELAY: int = Field(60, ge=0)
+    JOB_VISIBILITY_TIMEOUT: int = Field(3600, ge=1)
+    FLOWER_BASIC_AUTH: SecretStr | None = None  # "user:password"
+
+    # Caching configuration
+    CACHE_BACKEND: str = "redis"
+    CACHE_URL: str = "redis://localhost:6379/1"
+    CACHE_DEFAULT_TIMEOUT: int = Field(300, ge=0)
+    CACHE_KEY_PREFIX: str = "zephyr"
+
+    # Load balancer configuration
+    LOAD_BALANCER_STRATEGY: str = "round_robin"
+    LOAD_BALANCER_HEALTH_CHECK: bool = True
+    LOAD_BALANCER_HEALTH_INTERVAL: int = Field(30, ge=1)
+
+    # Database
+    DATABASE_URL: str | None = None
+    DATABASE_READ_URLS: Annotated[list[str], NoDecode] = []
+
+    # Kubernetes configuration
+    K8S_NAMESPACE: str = "default"
+    K8S_REPLICAS: int = Field(3, ge=0)
+    K8S_CPU_REQUEST: str = "250m"
+    K8S_CPU_LIMIT: str = "500m"
+    K8S_MEMORY_REQUEST: str = "256Mi"
+    K8S_MEMORY_LIMIT: str = "512Mi"
+
+    # Auto-scaling configuration
+    AUTOSCALING_ENABLED: bool = False
+    AUTOSCALING_MIN_REPLICAS: int = Field(2, ge=1)
+    AUTOSCALING_MAX_REPLICAS: int = Field(10, ge=1)
+    AUTOSCALING_CPU_TARGET: int = Field(70, ge=1, le=100)
+    AUTOSCALING_MEMORY_TARGET: int = Field(80, ge=1, le=100)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise config_error_from(exc) from None
+
+    @field_validator("ZEPHYR_APP")
+    @classmethod
+    def _app_path(cls, value: str | None) -> str | None:
+        if value is not None and not _APP_PATH.match(value):
+            raise ValueError("expected an import path like 'myapp.main:app'")
+        return value
+
+    @field_validator("JOB_QUEUE_BACKEND")
+    @classmethod
+    def _queue_backend(cls, value: str) -> str:
+        return _one_of(value, JOB_QUEUE_BACKENDS)
+
+    @field_validator("CACHE_BACKEND")
+    @classmethod
+    def _cache_backend(cls, value: str) -> str:
+        return _one_of(value, CACHE_BACKENDS)
+
+    @field_validator("LOAD_BALANCER_STRATEGY")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        return _one_of(value, LOAD_BALANCER_STRATEGIES)
+
+    @field_validator("K8S_CPU_REQUEST", "K8S_CPU_LIMIT")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not _CPU.match(value):
+            raise ValueError("expected a CPU quantity like '250m', '0.5' or '2'")
+        return value
+
+    @field_validator("K8S_MEMORY_REQUEST", "K8S_MEMORY_LIMIT")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError("expected a memory quantity like '256Mi', '1Gi' or '512M'")
+        return value
+
+    @field_validator("CACHE_URL", "JOB_RESULT_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := redis_url_problem(value)):
+            raise ValueError(f"not a Redis URL: {problem}")
+        return value
+
+    @field_validator("DATABASE_READ_URLS", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("FLOWER_BASIC_AUTH")
+    @classmethod
+    def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, sep, password = value.get_secret_value().partition(":")
+            if not (user and sep and password):
+                raise ValueError("expected 'user:password'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Settings:
+        url = self.JOB_QUEUE_URL
+        if self.JOB_QUEUE_BACKEND == "redis":
+            if problem := redis_url_problem(url):
+                hint = " (set JOB_QUEUE_BACKEND=rabbitmq for amqp://)" if "amqp" in url else ""
+                raise _field_error("JOB_QUEUE_URL", url, f"not a Redis URL: {problem}{hint}")
+        elif problem := amqp_url_problem(url):
+            raise _field_error("JOB_QUEUE_URL", url, f"not a RabbitMQ URL: {problem}")
+        if self.JOB_RESULT_URL is None:
+            self.JOB_RESULT_URL = url if self.JOB_QUEUE_BACKEND == "redis" else self.CACHE_URL
+        if self.AUTOSCALING_MIN_REPLICAS > self.AUTOSCALING_MAX_REPLICAS:
+            raise _field_error(
+                "AUTOSCALING_MIN_REPLICAS",
+                self.AUTOSCALING_MIN_REPLICAS,
+                f"must not exceed AUTOSCALING_MAX_REPLICAS ({self.AUTOSCALING_MAX_REPLICAS})",
+            )
+        return self
+
+    @property
+    def job_result_url(self) -> str:
+        """The result backend URL (JOB_RESULT_URL, resolved)."""
+        assert self.JOB_RESULT_URL is not None  # set by the model validator
+        return self.JOB_RESULT_URL
+
+    def display(self) -> dict[str, Any]:
+        """Every setting as plain data with every password masked, for printing."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***"
+            elif name in _URL_FIELDS and isinstance(value, str):
+                value = mask_url(value)
+            elif name == "DATABASE_READ_URLS":
+                value = [mask_url(url) for url in value]
+            shown[name] = value
+        return shown
+
+    def __repr_args__(self) -> Any:
+        return list(self.display().items())
+
+
+def _one_of(value: str, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"expected one of {', '.join(accepted)}")
+    return value
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.value, self.reason = field, value, reason
+
+
+def _field_error(field: str, value: Any, reason: str) -> _FieldError:
+    return _FieldError(field, value, reason)
+
+
+def _shown(field: str, value: Any) -> str:
+    if field in _URL_FIELDS and isinstance(value, str):
+        return repr(mask_url(value))
+    if field == "FLOWER_BASIC_AUTH":
+        return "'***'"
+    return repr(value)
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    """Turn pydantic's report into one line per bad field."""
+    lines: list[str] = []
+    first: str | None = None
+    for error in exc.errors():
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _FieldError):
+            field, value, reason = ctx_error.field, ctx_error.value, ctx_error.reason
+        else:
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            value, reason = error.get("input"), error["msg"].removeprefix("Value error, ")
+        first = first or field
+        lines.append(f"{field}={_shown(field, value)}: {reason}")
+    return ConfigError("invalid settings: " + "; ".join(lines), field=first, problems=lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide :class:`Settings`, read once from the environment and ``.env``.
+
+    Call ``get_settings.cache_clear()`` after changing the environment.
+    """
+    return Settings()

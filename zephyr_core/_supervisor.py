@@ -1,0 +1,119 @@
+"""A small foreground supervisor for ``zephyr up``: start, prefix output, stop all.
+
+Each child runs in its own session so a terminal's Ctrl-C reaches only us; we then
+stop the children in order and wait for each, so no job or request is cut short.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import click
+
+COLORS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
+
+
+@dataclass
+class ProcessSpec:
+    """One child process of ``zephyr up``."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs children in the foreground until Ctrl-C or until one of them dies."""
+
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        *,
+        grace: float = 30.0,
+        echo: Callable[[str], None] = click.echo,
+    ) -> None:
+        self.specs = specs
+        self.grace = grace
+        self.echo = echo
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._width = max((len(s.name) for s in specs), default=4)
+
+    def _prefix(self, index: int, name: str) -> str:
+        return click.style(f"{name:<{self._width}} |", fg=COLORS[index % len(COLORS)])
+
+    def _pump(self, index: int, name: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        prefix = self._prefix(index, name)
+        for raw in iter(proc.stdout.readline, b""):
+            self.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+        proc.wait()
+        self._wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def start(self) -> None:
+        for index, spec in enumerate(self.specs):
+            proc = subprocess.Popen(
+                spec.argv,
+                env={**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self.children[spec.name] = proc
+            threading.Thread(
+                target=self._pump, args=(index, spec.name, proc), daemon=True
+            ).start()
+
+    def run(self) -> int:
+        """Start every child and block; return 0 after Ctrl-C, 1 when a child died."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop_requested:
+                    self.echo("stopping...")
+                    self.stop()
+                    return 0
+                dead = [(n, p.returncode) for n, p in self.children.items() if p.poll() is not None]
+                if dead:
+                    for name, code in dead:
+                        self.echo(click.style(f"{name} exited with code {code}", fg="red"))
+                    self.stop()
+                    return 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """SIGTERM every live child (reverse start order), wait, SIGKILL stragglers."""
+        for proc in reversed(list(self.children.values())):
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        for name, proc in self.children.items():
+            try:
+                proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                self.echo(click.style(f"{name} did not stop in {self.grace:g}s; killing", fg="red"))
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
