@@ -100,7 +100,10 @@ def checks_for(settings: Settings) -> list[ReadinessCheck]:
     if settings.DATABASE_URL:
         checks.append(ReadinessCheck("database", database_probe(settings.DATABASE_URL)))
     for entry in entry_points(group="zephyr.health"):
-        provider: Callable[[Settings], Iterable[ReadinessCheck]] = entry.load()
+        try:
+            provider: Callable[[Settings], Iterable[ReadinessCheck]] = entry.load()
+        except ImportError:  # that package's extra is not installed
+            continue
         checks.extend(provider(settings))
     checks.extend(_registered.values())
     return checks

@@ -54,7 +54,10 @@ def up(
         ]
         options: dict[str, object] = {"jobs_module": jobs_module, "host": host, "port": port}
         for entry in entry_points(group="zephyr.up"):
-            provider: UpProvider = entry.load()
+            try:
+                provider: UpProvider = entry.load()
+            except ImportError:  # that package's extra is not installed
+                continue
             for spec in provider(child_settings, options):
                 spec.env = {**redis.env, **spec.env}
                 specs.append(spec)
