@@ -117,9 +117,11 @@ async def run_checks(checks: Iterable[ReadinessCheck]) -> dict[str, dict[str, An
         try:
             await asyncio.wait_for(check.probe(), check.timeout)
         except Exception as exc:
-            reason = f"timed out after {check.timeout:g}s" if isinstance(
-                exc, TimeoutError
-            ) else mask_url(f"{type(exc).__name__}: {exc}")
+            reason = (
+                f"timed out after {check.timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else mask_url(f"{type(exc).__name__}: {exc}")
+            )
             return check.name, {"ok": False, "ms": _ms(started), "error": reason}
         return check.name, {"ok": True, "ms": _ms(started)}
 

@@ -6,6 +6,7 @@ stop the children in order and wait for each, so no job or request is cut short.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ class Supervisor:
         self.grace = grace
         self.echo = echo
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._pumps: list[threading.Thread] = []
         self._wake = threading.Event()
         self._stop_requested = False
         self._width = max((len(s.name) for s in specs), default=4)
@@ -52,8 +54,9 @@ class Supervisor:
     def _pump(self, index: int, name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         prefix = self._prefix(index, name)
-        for raw in iter(proc.stdout.readline, b""):
-            self.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
+        with proc.stdout:
+            for raw in iter(proc.stdout.readline, b""):
+                self.echo(f"{prefix} {raw.decode(errors='replace').rstrip()}")
         proc.wait()
         self._wake.set()
 
@@ -72,13 +75,15 @@ class Supervisor:
                 start_new_session=True,
             )
             self.children[spec.name] = proc
-            threading.Thread(
-                target=self._pump, args=(index, spec.name, proc), daemon=True
-            ).start()
+            pump = threading.Thread(target=self._pump, args=(index, spec.name, proc), daemon=True)
+            pump.start()
+            self._pumps.append(pump)
 
     def run(self) -> int:
         """Start every child and block; return 0 after Ctrl-C, 1 when a child died."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             self.start()
             while True:
@@ -110,10 +115,10 @@ class Supervisor:
                 self.echo(click.style(f"{name} did not stop in {self.grace:g}s; killing", fg="red"))
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
+        for pump in self._pumps:  # let the last lines of output through
+            pump.join(timeout=5)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

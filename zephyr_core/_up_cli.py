@@ -31,9 +31,7 @@ UpProvider = Callable[[Settings, dict[str, object]], list[ProcessSpec]]
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the embedded Valkey keeps its data.",
 )
-def up(
-    app_path: str | None, jobs_module: str | None, host: str, port: int, data_dir: Path
-) -> None:
+def up(app_path: str | None, jobs_module: str | None, host: str, port: int, data_dir: Path) -> None:
     """Run the whole stack locally: web, plus worker, beat and Flower when installed."""
     settings = get_settings()
     app_path = app_path or settings.ZEPHYR_APP
@@ -47,8 +45,18 @@ def up(
         specs = [
             ProcessSpec(
                 "web",
-                [sys.executable, "-m", "zephyr_core", "serve", "--app", app_path,
-                 "--host", host, "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "zephyr_core",
+                    "serve",
+                    "--app",
+                    app_path,
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                ],
                 redis.env,
             )
         ]

@@ -74,11 +74,15 @@ def plan_redis(settings: Settings, data_dir: Path) -> RedisPlan:
     if not silent:
         shown = ", ".join(sorted({mask_url(url) for url in urls.values()}))
         return RedisPlan(message=f"using Redis at {shown}")
-    remote = [f"{name}={mask_url(url)}" for name, url in silent.items() if not is_loopback(url)]
+    remote: dict[str, list[str]] = {}
+    for name, url in silent.items():
+        if not is_loopback(url):
+            remote.setdefault(mask_url(url), []).append(name)
     if remote:
+        where = "; ".join(f"{url} ({', '.join(sorted(names))})" for url, names in remote.items())
         raise ZephyrError(
-            f"Redis does not answer at {', '.join(remote)}; zephyr up starts an embedded "
-            "Valkey only for localhost URLs"
+            f"Redis does not answer at {where}; zephyr up starts an embedded Valkey "
+            "only for localhost URLs"
         )
     server = start_valkey(data_dir)
     env = {name: _with_port(url, server.port) for name, url in silent.items()}

@@ -61,13 +61,16 @@ class ZephyrGroup(click.Group):
         if command is not None:
             return command
         entry = _commands().get(cmd_name)
-        if entry is None:
-            return None
-        try:
-            loaded: click.Command = entry.load()
-        except ImportError as exc:
-            return MissingExtra(cmd_name, exc.name or str(exc))
-        return loaded
+        return None if entry is None else load_command(entry)
+
+
+def load_command(entry: EntryPoint) -> click.Command:
+    """Load a subcommand, or a stand-in that names the extra to install."""
+    try:
+        loaded: click.Command = entry.load()
+    except ImportError as exc:
+        return MissingExtra(entry.name, exc.name or str(exc))
+    return loaded
 
 
 @click.group(cls=ZephyrGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,68 @@
+"""The wheel ships every package with its data files, and each package's public API."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = sorted(p.parent.name for p in REPO.glob("zephyr_*/__init__.py"))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("dist")
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(out), str(REPO)],
+        check=True, capture_output=True, timeout=300, env={"TMPDIR": str(build), "PATH": ""},
+    )  # fmt: skip
+    (path,) = out.glob("zephyr_infra-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def package_files(package: str) -> list[str]:
+    """Every file git tracks (or would) under a package folder, excluding caches."""
+    return sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / package).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_wheel_ships_every_file_of_the_package(wheel: zipfile.ZipFile, package: str) -> None:
+    names = set(wheel.namelist())
+    assert f"{package}/py.typed" in names
+    missing = [name for name in package_files(package) if name not in names]
+    assert missing == []
+
+
+def test_wheel_declares_the_console_script_and_commands(wheel: zipfile.ZipFile) -> None:
+    (entry_points,) = (n for n in wheel.namelist() if n.endswith("entry_points.txt"))
+    text = wheel.read(entry_points).decode()
+    assert "zephyr = zephyr_core.cli:main" in text
+    assert "[zephyr.commands]" in text
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_lists_exactly_the_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    exported = list(module.__all__)
+    assert exported == sorted(exported)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", package).startswith(package)
+        and not isinstance(value, type(sys))
+    }
+    assert public <= set(exported) | {"__version__"}
+    for name in exported:
+        assert hasattr(module, name), name
