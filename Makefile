@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+PACKAGES := $(patsubst %/__init__.py,%,$(wildcard zephyr_*/__init__.py))
 
 .PHONY: demo test check bench clean
 
@@ -21,7 +22,7 @@ demo: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy zephyr_core zephyr_celery zephyr_cache
+	$(BIN)/mypy $(PACKAGES)
 
 test: check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,15 +1,78 @@
-"""Broker settings for the Celery app (placeholder; the reliable Redis transport lands here)."""
+"""Broker settings for the Celery app: which transport, and how it rides out failures.
+
+Redis URLs (``redis://``, ``rediss://``) use :mod:`zephyr_celery._redis_transport`,
+kombu's Redis transport with an atomic pop (see there); ``amqp://`` uses kombu's
+RabbitMQ transport with publisher confirms.
+"""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from zephyr_core import Settings
 
+#: ``broker_transport`` for Redis: the class kombu imports instead of its own.
+REDIS_TRANSPORT = "zephyr_celery._redis_transport:Transport"
+
+#: Publishing retries long enough to ride out a broker restart of a few seconds
+#: (0 + 0.5 + 1 + 1.5 + 2 * 8 s), instead of Celery's 3 retries within 0.6 s.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 12,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+
 
 def broker_settings(settings: Settings) -> dict[str, Any]:
-    """Celery configuration for the broker named by ``settings``."""
-    return {
-        "broker_url": settings.JOB_QUEUE_URL,
-        "broker_transport_options": {"visibility_timeout": settings.JOB_VISIBILITY_TIMEOUT},
+    """Celery configuration for the broker named by ``settings``.
+
+    Args:
+        settings: JOB_QUEUE_BACKEND, JOB_QUEUE_URL and JOB_VISIBILITY_TIMEOUT are read.
+
+    Returns:
+        Celery settings by their lowercase names: ``broker_url``, ``broker_transport``
+        and ``broker_transport_options`` (with ``visibility_timeout``), plus the
+        connection and publishing retries that let producers and workers reconnect
+        after a broker restart.
+    """
+    url = settings.JOB_QUEUE_URL
+    config: dict[str, Any] = {
+        "broker_url": url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker waits for its broker forever
+        "task_publish_retry": True,
+        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
     }
+    if settings.JOB_QUEUE_BACKEND == "rabbitmq":
+        # The broker confirms each publish: a message is either queued or an error.
+        config["broker_transport_options"] = {"confirm_publish": True}
+        return config
+    config["broker_transport"] = REDIS_TRANSPORT
+    config["broker_transport_options"] = {
+        "visibility_timeout": settings.JOB_VISIBILITY_TIMEOUT,
+        # Bounded waits on a dead connection; kombu's own health checks do the rest.
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+    }
+    if use_ssl := redis_ssl_options(url):
+        config["broker_use_ssl"] = use_ssl
+    return config
+
+
+def redis_ssl_options(url: str) -> dict[str, Any] | None:
+    """TLS options for a ``rediss://`` URL without ``ssl_*`` query parameters.
+
+    kombu turns a bare ``rediss://`` scheme into TLS only when the scheme also picks
+    the transport; with ``broker_transport`` set, TLS is asked for here. Certificates
+    are verified (kombu's own default for a bare ``rediss://`` is not to); the URL's
+    ``ssl_cert_reqs``/``ssl_ca_certs``/... parameters, when given, win.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    if any(name.startswith("ssl_") for name in parse_qs(parts.query)):
+        return None  # kombu parses them from the URL itself
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
