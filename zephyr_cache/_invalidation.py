@@ -1,0 +1,234 @@
+"""Cross-process invalidation of local tiers over Redis pub/sub.
+
+Every write a tiered cache makes to Redis is published, in the same MULTI as the write,
+on one channel per Redis server; each process subscribes once per server (on the
+background runner loop) and drops the named keys from its local tiers, typically within
+a millisecond or two. Messages a process sent itself are skipped.
+
+When the subscription is lost (Redis down, connection cut, no PONG within
+``LOST_AFTER`` seconds) every local tier is flushed and ``healthy`` turns False, so
+tiered caches bypass their local tiers until the subscription is back (and flushed once
+more: messages may have been missed in between). ``epoch`` increases with every
+invalidation, so a reader that fetched from Redis while an invalidation arrived does
+not put a value that may be stale into its local tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from zephyr_cache._memory import MemoryBackend
+from zephyr_cache._runner import runner
+from zephyr_core import mask_url
+
+logger = logging.getLogger("zephyr_cache")
+
+CHANNEL = "zephyr:cache:invalidate"
+PING_EVERY = 1.0
+LOST_AFTER = 3.0
+MAX_BACKOFF = 1.0
+
+_sender = (os.getpid(), uuid.uuid4().hex)
+
+
+def sender_id() -> str:
+    """This process's id in messages (new after a fork)."""
+    global _sender
+    if _sender[0] != os.getpid():
+        _sender = (os.getpid(), uuid.uuid4().hex)
+    return _sender[1]
+
+
+def message(keys: list[str] | None = None, prefix: str | None = None) -> str:
+    """The payload announcing that ``keys`` changed, or everything under ``prefix``."""
+    body: dict[str, Any] = {"s": sender_id()}
+    if prefix is not None:
+        body["p"] = prefix
+    else:
+        body["k"] = keys or []
+    return json.dumps(body, separators=(",", ":"))
+
+
+class InvalidationChannel:
+    """The subscription of this process to one Redis server's invalidation channel."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.healthy = False
+        self.epoch = 0
+        self.losses = 0  # subscriptions lost so far
+        self.locals: list[MemoryBackend] = []
+        self.ready = threading.Event()  # set whenever a subscription is confirmed
+        self._task: asyncio.Task[None] | None = None
+        self._pid = os.getpid()
+        self._stopping = False
+        self._starting = threading.Lock()
+
+    def attach(self, local: MemoryBackend) -> None:
+        """Drop keys from ``local`` when other processes change them."""
+        if local not in self.locals:
+            self.locals.append(local)
+
+    def ensure(self) -> None:
+        """Listen again if this process has no listener (e.g. a forked worker)."""
+        if self._pid != os.getpid():
+            # The parent's listener thread did not survive fork: nothing told us about
+            # changes since, so forget everything and subscribe on our own.
+            self._pid = os.getpid()
+            self._task = None
+            self.healthy = False
+            self.ready = threading.Event()
+            self._starting = threading.Lock()
+            self._flush()
+        if self._task is None and not self._stopping:
+            self.start()
+
+    def start(self) -> None:
+        """Subscribe in the background (idempotent, from any thread)."""
+        with self._starting:
+            if self._task is None:
+
+                async def spawn() -> None:
+                    self._task = asyncio.get_running_loop().create_task(self._listen())
+
+                runner().submit(spawn()).result()
+
+    def stop(self) -> None:
+        """Unsubscribe and stop listening; local tiers are bypassed from now on."""
+        self._stopping = True
+        self._lost()
+        task = self._task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+
+            async def cancel() -> None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(cancel(), loop).result(5)
+        self._task = None
+
+    def _flush(self) -> None:
+        self.epoch += 1
+        for local in self.locals:
+            local.flush()
+
+    def _lost(self) -> None:
+        was_healthy = self.healthy
+        self.healthy = False
+        self.ready.clear()
+        self._flush()
+        if was_healthy:
+            self.losses += 1
+        if was_healthy and not self._stopping:
+            logger.warning(
+                "cache invalidation channel on %s lost: local tiers are flushed and "
+                "bypassed until it is back",
+                mask_url(self.url),
+            )
+
+    def _handle(self, data: bytes) -> None:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return
+        if body.get("s") == sender_id():
+            return
+        self.epoch += 1
+        if "p" in body:
+            for local in self.locals:
+                local.flush()
+            return
+        for key in body.get("k", ()):
+            for local in self.locals:
+                local.remove(key)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            client = Redis.from_url(
+                self.url,
+                socket_connect_timeout=1.0,
+                socket_timeout=None,
+                retry=Retry(NoBackoff(), 0),
+            )
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                confirmation = await pubsub.get_message(timeout=2.0)
+                if not confirmation or confirmation.get("type") != "subscribe":
+                    raise ConnectionError("no subscribe confirmation")
+                self._flush()  # anything cached before now may have missed a message
+                self.healthy = True
+                self.ready.set()
+                backoff = 0.05
+                heard = time.monotonic()
+                pinged = heard
+                while not self._stopping:
+                    msg = await pubsub.get_message(timeout=0.5)
+                    now = time.monotonic()
+                    if msg is not None:
+                        heard = now
+                        if msg.get("type") == "message":
+                            self._handle(msg["data"])
+                        continue
+                    if now - heard > LOST_AFTER:
+                        raise ConnectionError(f"no PONG for {LOST_AFTER}s")
+                    if now - pinged >= PING_EVERY:
+                        pinged = now
+                        await pubsub.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("invalidation listener on %s: %r", mask_url(self.url), exc)
+            finally:
+                self._lost()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+_channels: dict[str, InvalidationChannel] = {}
+
+
+def _after_fork_in_child() -> None:
+    # Local tiers copied from the parent cannot be trusted without a listener.
+    for channel in _channels.values():
+        channel.healthy = False
+        channel._flush()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def channel_for(url: str) -> InvalidationChannel:
+    """The process's channel for the Redis server at ``url`` (started on first use)."""
+    channel = _channels.get(url)
+    if channel is None or channel._stopping:
+        channel = _channels[url] = InvalidationChannel(url)
+        channel.start()
+    return channel
+
+
+def stop_all() -> None:
+    """Stop every channel (used when caches are reconfigured)."""
+    for channel in list(_channels.values()):
+        channel.stop()
+    _channels.clear()
