@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/zephyr up --app examples.shop.app:app
+	$(BIN)/zephyr up --app examples.shop.app:app -A examples.shop.jobs
 
 check: $(STAMP)
 	$(BIN)/ruff check .

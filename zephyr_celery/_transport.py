@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from kombu import connection as kombu_connection
+from kombu.transport import TRANSPORT_ALIASES
 
 from zephyr_core import Settings
 
 #: ``broker_transport`` for Redis: the class kombu imports instead of its own.
 REDIS_TRANSPORT = "zephyr_celery._redis_transport:Transport"
+REDISS_TRANSPORT = "zephyr_celery._redis_transport:TLSTransport"  # the same class
+
+#: The same as a kombu alias, for URLs that must name their transport themselves
+#: (``zephyr-redis+socket:///path``: kombu picks the transport from such a prefix).
+REDIS_ALIAS = "zephyr-redis"
+TRANSPORT_ALIASES.setdefault(REDIS_ALIAS, REDIS_TRANSPORT)
+
+# kombu writes a connection's URL (Celery's banner and logs, Flower's broker page)
+# with the transport's name as its scheme: show redis:// and rediss:// again.
+kombu_connection.resolve_aliases.setdefault(REDIS_TRANSPORT, "redis")
+kombu_connection.resolve_aliases.setdefault(REDISS_TRANSPORT, "rediss")
 
 #: Publishing retries long enough to ride out a broker restart of a few seconds
-#: (0 + 0.5 + 1 + 1.5 + 2 * 8 s), instead of Celery's 3 retries within 0.6 s.
+#: (0 + 0.5 + 1 + 1.5 + 2 * 8 = 19 s), instead of Celery's 3 retries within 0.6 s.
 PUBLISH_RETRY_POLICY = {
     "max_retries": 12,
     "interval_start": 0,
@@ -50,7 +64,9 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
         # The broker confirms each publish: a message is either queued or an error.
         config["broker_transport_options"] = {"confirm_publish": True}
         return config
-    config["broker_transport"] = REDIS_TRANSPORT
+    config["broker_url"] = kombu_redis_url(url)
+    tls = urlsplit(url).scheme == "rediss"
+    config["broker_transport"] = REDISS_TRANSPORT if tls else REDIS_TRANSPORT
     config["broker_transport_options"] = {
         "visibility_timeout": settings.JOB_VISIBILITY_TIMEOUT,
         # Bounded waits on a dead connection; kombu's own health checks do the rest.
@@ -60,6 +76,17 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
     if use_ssl := redis_ssl_options(url):
         config["broker_use_ssl"] = use_ssl
     return config
+
+
+def kombu_redis_url(url: str) -> str:
+    """``url`` as kombu reads it: ``unix:///path?db=N`` becomes a socket URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = parse_qs(parts.query)
+    db = query.pop("db", ["0"])[0]
+    rest = {name: values[-1] for name, values in query.items()}
+    return f"{REDIS_ALIAS}+socket://{parts.path}?" + urlencode({"virtual_host": db, **rest})
 
 
 def redis_ssl_options(url: str) -> dict[str, Any] | None:

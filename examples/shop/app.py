@@ -6,9 +6,25 @@ Run it with ``make demo`` (``zephyr up --app examples.shop.app:app``) or
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, HTTPException
 
-app = FastAPI(title="zephyr shop example")
+from examples.shop.jobs import router as jobs_router
+from examples.shop.profiles import router as profiles_router
+from zephyr_cache import close_caches
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await close_caches()  # flush the last cache counters to Redis
+
+
+app = FastAPI(title="zephyr shop example", lifespan=lifespan)
+app.include_router(profiles_router)
+app.include_router(jobs_router)
 
 PRODUCTS = {
     1: {"id": 1, "name": "kite", "price_cents": 2500},
@@ -18,7 +34,7 @@ PRODUCTS = {
 
 @app.get("/")
 async def index() -> dict[str, object]:
-    return {"app": "shop", "try": ["/products", "/health/ready", "/metrics"]}
+    return {"app": "shop", "try": ["/products", "/profiles/1", "/health/ready", "/metrics"]}
 
 
 @app.get("/products")

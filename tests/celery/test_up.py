@@ -1,0 +1,167 @@
+"""`zephyr up -A jobs` as a user runs it: the web app answers, a job posted to it runs on
+the worker, Flower's printed URL answers, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import re
+import signal
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.celery.jobs_processes import Procs, child_env
+from tests.servers import free_port, wait_until
+from zephyr_celery._up import flower_address, processes
+from zephyr_core import Settings
+
+APP = """
+from fastapi import FastAPI
+
+from examples.shop.jobs import router
+
+app = FastAPI()
+app.include_router(router)
+"""
+
+PROVIDER = "zephyr_celery._up:processes"
+
+
+def _up_provider_shim(directory: Path) -> Path | None:
+    """Declare the ``zephyr.up`` entry point in a distribution of its own, unless the
+    installed package already declares it (setup.cfg, once the lead adds it)."""
+    if any(ep.value == PROVIDER for ep in entry_points(group="zephyr.up")):
+        return None
+    dist = directory / "zephyr_up_jobs_shim-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zephyr-up-jobs-shim\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text(f"[zephyr.up]\njobs = {PROVIDER}\n")
+    return directory
+
+
+def _group_members(groups: set[int]) -> list[int]:
+    """Processes whose process group is one of ``groups``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # fields: state, ppid, pgrp, ...
+            found.append(int(entry.name))
+    return found
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_zephyr_up_runs_web_worker_beat_and_flower(tmp_path: Path, redis_url: str) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "up_app.py").write_text(APP)
+    shim = _up_provider_shim(tmp_path / "shim")
+    web_port = free_port()
+    env = child_env(
+        tmp_path / "app",
+        *([shim] if shim else []),
+        JOB_QUEUE_URL=redis_url,
+        CACHE_URL=redis_url.rsplit("/", 1)[0] + "/1",
+        FLOWER_PORT=str(free_port()),
+    )
+    web = f"http://127.0.0.1:{web_port}"
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        up = procs.zephyr(
+            "up", "up", "--app", "up_app:app", "-A", "examples.shop.jobs", "--port", str(web_port)
+        )
+
+        def web_answers() -> bool:
+            try:
+                return httpx.get(f"{web}/health/live", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(web_answers, 90, "the web app")
+        match = re.search(r"flower: (http://\S+)", up.text())
+        assert match, up.text()
+        flower = match.group(1)
+        assert flower == f"http://127.0.0.1:{env['FLOWER_PORT']}"
+
+        posted = httpx.post(
+            f"{web}/send-email",
+            json={"to": "ada@example.com", "subject": "Hello", "body": "from zephyr up"},
+            timeout=10,
+        )
+        assert posted.status_code == 200
+        assert posted.json()["status"] == "queued"
+        job_id = posted.json()["job_id"]
+
+        def job_done() -> bool:
+            answer = httpx.get(f"{web}/jobs/{job_id}", timeout=5).json()
+            return bool(answer["status"] == "SUCCESS")
+
+        wait_until(job_done, 60, "the worker to send the email")
+        answer = httpx.get(f"{web}/jobs/{job_id}", timeout=5).json()
+        assert answer["result"] == {"status": "sent", "to": "ada@example.com"}
+
+        def flower_answers() -> bool:
+            try:
+                return httpx.get(f"{flower}/healthcheck", timeout=2).text == "OK"
+            except httpx.TransportError:
+                return False
+
+        wait_until(flower_answers, 60, "Flower")
+        wait_until(lambda: "beat: Acquired lock" in up.text(), 60, "beat")
+
+        groups = _children(up.pid)  # each child of `zephyr up` leads its own group
+        assert len(groups) == 4, up.text()  # web, worker, beat, flower
+        up.popen.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.popen.wait(60) == 0
+        wait_until(lambda: not _group_members(groups), 15, "every child to stop")
+    assert "stopping..." in up.text()
+
+
+def test_no_jobs_module_adds_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZEPHYR_JOBS", raising=False)
+    assert processes(Settings(), {"jobs_module": None, "host": "127.0.0.1", "port": 8000}) == []
+
+
+def test_flower_stays_on_loopback_without_a_login() -> None:
+    assert flower_address(Settings(), "0.0.0.0") == "127.0.0.1"
+    assert flower_address(Settings(), "127.0.0.1") == "127.0.0.1"
+    assert flower_address(Settings(FLOWER_BASIC_AUTH="a:b"), "0.0.0.0") == "0.0.0.0"
+
+
+def test_a_taken_flower_port_is_replaced_and_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("FLOWER_PORT", str(port))
+        specs = processes(
+            Settings(), {"jobs_module": "shop_jobs", "host": "127.0.0.1", "port": 8000}
+        )
+    out = capsys.readouterr().out
+    assert f"flower: port {port} is taken" in out
+    flower_spec = next(s for s in specs if s.name == "flower")
+    new_port = flower_spec.argv[flower_spec.argv.index("--port") + 1]
+    assert new_port != str(port)
+    assert f"flower: http://127.0.0.1:{new_port}" in out
+    assert [s.name for s in specs] == ["worker", "beat", "flower"]
+    assert all(s.argv[1:4] == ["-m", "zephyr_core", "jobs"] for s in specs)

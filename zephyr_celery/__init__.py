@@ -1,0 +1,35 @@
+"""Background jobs on Celery: ``@job`` functions, awaitable results, a safe app.
+
+Example:
+    >>> from zephyr_celery import job
+    >>> @job(retry=3, delay=60)
+    ... async def send_email(to: str, subject: str, body: str) -> dict[str, str]:
+    ...     ...
+    >>> handle = await send_email.delay("a@b.c", "Hello", "...")
+    >>> result = await handle.wait(timeout=30)
+"""
+
+from zephyr_celery._app import create_app, get_app, set_app
+from zephyr_celery._exceptions import JobError, JobFailed, JobTimeout
+from zephyr_celery._failures import FailureRecord, FailureStore, failure_store
+from zephyr_celery._handle import JobHandle
+from zephyr_celery._job import AsyncJob, Job, SyncJob, job
+from zephyr_celery._scheduler import scheduler
+
+__all__ = [
+    "AsyncJob",
+    "FailureRecord",
+    "FailureStore",
+    "Job",
+    "JobError",
+    "JobFailed",
+    "JobHandle",
+    "JobTimeout",
+    "SyncJob",
+    "create_app",
+    "failure_store",
+    "get_app",
+    "job",
+    "scheduler",
+    "set_app",
+]

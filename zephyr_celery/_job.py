@@ -1,0 +1,450 @@
+"""``@job``: a function that also runs as a Celery task, awaitable from async code."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+
+from celery.utils.time import rate as parse_rate
+
+from zephyr_celery import _app, _publish
+from zephyr_celery._handle import JobHandle
+from zephyr_celery._task import JobTask, RetryPolicy, task_body
+from zephyr_core import ConfigError, get_settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("zephyr_celery")
+
+#: The longest retry delay ``backoff=True`` reaches unless ``max_delay`` says otherwise.
+DEFAULT_MAX_DELAY = 3600.0
+
+_registry: dict[str, Job[Any, Any]] = {}
+_registry_lock = threading.Lock()
+# Called with (app, task) after a job is registered: in-process test workers use it
+# to refresh their consumers' per-task strategies.
+_registered_hooks: list[Callable[[Any, Any], None]] = []
+
+
+class Job(Generic[P, T]):
+    """A function decorated with :func:`job`: call it to run it here, ``delay`` it to queue it.
+
+    Attributes:
+        name: The job's name, which is its Celery task name.
+        retry: Retries after the first attempt.
+        delay: Seconds between attempts (the first delay with ``backoff``).
+        backoff: Whether delays double (with jitter) up to ``max_delay``.
+        queue: The queue it is sent to, ``None`` for Celery's default queue.
+        priority: Its message priority, ``None`` for the default.
+        timeout: Seconds an attempt may run, ``None`` for no limit.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        retry: int,
+        delay: float,
+        backoff: bool,
+        max_delay: float,
+        queue: str | None,
+        priority: int | None,
+        timeout: float | None,
+        rate_limit: str | None,
+    ) -> None:
+        functools.update_wrapper(cast(Any, self), fn)
+        self.fn = fn
+        self.name = name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.retry = retry
+        self.delay_seconds = delay
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self.queue = queue
+        self.priority = priority
+        self.timeout = timeout
+        self.rate_limit = rate_limit
+        self._signature = inspect.signature(fn)
+        self._policy = RetryPolicy(retry, delay, backoff, max_delay)
+        self._body = task_body(fn, self.is_async, self._policy, timeout)
+
+    def __repr__(self) -> str:
+        return f"<job {self.name}>"
+
+    # -- registration -------------------------------------------------------------
+
+    def register(self, app: Any) -> Any:
+        """Register this job as a Celery task of ``app`` (replacing a stale one)."""
+        existing = app.tasks.get(self.name)
+        if existing is not None:
+            if getattr(existing, "zephyr_job", None) is self:
+                return existing
+            app.tasks.unregister(self.name)
+        options: dict[str, Any] = {
+            "name": self.name,
+            "bind": True,
+            "base": JobTask,
+            "lazy": False,
+            "shared": False,
+            "max_retries": self.retry,
+            "default_retry_delay": self.delay_seconds,
+        }
+        # queue and priority reach Celery through route_job (task_routes): its task
+        # attributes for them are deprecated.
+        if self.rate_limit is not None:
+            options["rate_limit"] = self.rate_limit
+        if self.timeout is not None and not self.is_async:
+            # Sync jobs: Celery's limits (enforced by the prefork pool). Async jobs
+            # time out on their event loop instead, in any pool.
+            options["soft_time_limit"] = self.timeout
+            options["time_limit"] = self.timeout + 5
+        task = app.task(**options)(self._body)
+        task.zephyr_job = self
+        self._warn_visibility(app)
+        for hook in list(_registered_hooks):
+            hook(app, task)
+        return task
+
+    def _warn_visibility(self, app: Any) -> None:
+        if not str(app.conf.broker_url or "").startswith(("redis", "rediss", "unix")):
+            return
+        visibility = (app.conf.broker_transport_options or {}).get("visibility_timeout")
+        longest = self.max_delay if self.backoff else self.delay_seconds
+        if self.retry and visibility and longest >= visibility:
+            logger.warning(
+                "job %s: retry delay %ss is not shorter than the broker's visibility "
+                "timeout %ss, so a retry can be delivered twice; raise "
+                "JOB_VISIBILITY_TIMEOUT or shorten delay/max_delay",
+                self.name,
+                longest,
+                visibility,
+            )
+
+    @property
+    def task(self) -> Any:
+        """The Celery task of this job on the process-wide app."""
+        app = _app.get_app()
+        task = app.tasks.get(self.name)
+        if getattr(task, "zephyr_job", None) is not self:
+            task = self.register(app)
+        return task
+
+    # -- enqueueing ---------------------------------------------------------------
+
+    def _prepare(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Any, str, Any, dict[str, Any]]:
+        app = self.task.app
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"job {self.name}: {exc}") from None
+        _publish.check_json(app, self._signature, self.name, args, kwargs)
+        options = {
+            "queue": queue if queue is not None else self.queue,
+            "priority": priority if priority is not None else self.priority,
+        }
+        if countdown is not None and countdown < 0:
+            raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
+        task_id, message, routed = _publish.build(
+            app,
+            self.name,
+            args,
+            kwargs,
+            task_id=job_id,
+            countdown=countdown,
+            eta=eta,
+            options=options,
+        )
+        return app, task_id, message, routed
+
+    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
+        """Enqueue the job; return its handle once the broker has the message.
+
+        Raises:
+            TypeError: An argument cannot travel as JSON (nothing is enqueued).
+        """
+        app, task_id, message, routed = self._prepare(args, kwargs)
+        await _publish.send_async(app, self.name, message, routed)
+        return JobHandle(task_id, app)
+
+    def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
+        """:meth:`delay` for synchronous code (blocks until the broker has it)."""
+        app, task_id, message, routed = self._prepare(args, kwargs)
+        _publish.send_now(app, self.name, message, routed)
+        return JobHandle(task_id, app)
+
+    async def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+    ) -> JobHandle[T]:
+        """Enqueue with options, by Celery's names.
+
+        Args:
+            args: Positional arguments of the job.
+            kwargs: Keyword arguments of the job.
+            countdown: Run no sooner than this many seconds from now.
+            eta: Run no sooner than this time (an aware datetime, preferably UTC).
+            queue: Send to this queue instead of the job's own.
+            priority: Message priority (0-9 on Redis; higher first).
+            job_id: Use this id instead of a fresh one.
+        """
+        if priority is not None:
+            _check_priority(priority)
+        app, task_id, message, routed = self._prepare(
+            list(args or ()),
+            dict(kwargs or {}),
+            countdown=countdown,
+            eta=eta,
+            queue=queue,
+            priority=priority,
+            job_id=job_id,
+        )
+        await _publish.send_async(app, self.name, message, routed)
+        return JobHandle(task_id, app)
+
+
+class AsyncJob(Job[P, T]):
+    """A job made of an ``async def``: ``await job(...)`` runs it here."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        result: Coroutine[Any, Any, T] = self.fn(*args, **kwargs)
+        return result
+
+
+class SyncJob(Job[P, T]):
+    """A job made of a plain ``def``: ``job(...)`` runs it here."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self.fn(*args, **kwargs)
+        return result
+
+
+class JobDecorator(Protocol):
+    """What ``@job(...)`` with options returns."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /
+    ) -> AsyncJob[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> SyncJob[P, T]: ...
+
+
+@overload
+def job(fn: Callable[P, Coroutine[Any, Any, T]], /) -> AsyncJob[P, T]: ...  # type: ignore[overload-overlap]
+@overload
+def job(fn: Callable[P, T], /) -> SyncJob[P, T]: ...
+@overload
+def job(
+    *,
+    retry: int | None = None,
+    delay: float | None = None,
+    backoff: bool = False,
+    max_delay: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    timeout: float | None = None,
+    rate_limit: str | None = None,
+    name: str | None = None,
+) -> JobDecorator: ...
+def job(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    retry: int | None = None,
+    delay: float | None = None,
+    backoff: bool = False,
+    max_delay: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    timeout: float | None = None,
+    rate_limit: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """Make a function a background job, run by Celery workers.
+
+    Use bare (``@job``) or with options (``@job(retry=3, delay=60)``), on an
+    ``async def`` or a plain ``def``. Each call of ``await fn.delay(...)`` sends one
+    Celery task message; a worker runs it (async jobs on the worker process's own
+    long-lived event loop) and stores its result for :meth:`JobHandle.wait`.
+
+    Args:
+        retry: Retries after the first attempt when the job raises
+            (default JOB_RETRY_ATTEMPTS). ``0`` never retries.
+        delay: Seconds between attempts (default JOB_RETRY_DELAY).
+        backoff: Double the delay after each attempt, with jitter, up to ``max_delay``.
+        max_delay: The longest delay ``backoff`` reaches (default one hour).
+        queue: The queue to send the job to (default: Celery's default queue).
+        priority: Message priority, 0-9 (higher runs first on Redis).
+        timeout: Seconds an attempt may run before it fails with a timeout.
+        rate_limit: At most this many runs per worker, as Celery writes it:
+            ``"10/s"``, ``"100/m"``, ``"1000/h"``.
+        name: The job's (Celery task's) name; default ``module.qualname``.
+
+    Raises:
+        ConfigError: An option is out of range, or ``name`` belongs to another job.
+    """
+    options = _check_options(
+        retry=retry,
+        delay=delay,
+        backoff=backoff,
+        max_delay=max_delay,
+        queue=queue,
+        priority=priority,
+        timeout=timeout,
+        rate_limit=rate_limit,
+        name=name,
+    )
+
+    def decorate(fn: Callable[..., Any]) -> Job[Any, Any]:
+        if not callable(fn):
+            raise TypeError(f"@job decorates a function, not {fn!r}")
+        settings = dict(options)
+        job_name = settings.pop("name") or _origin(fn)
+        cls: type[Job[Any, Any]] = AsyncJob if inspect.iscoroutinefunction(fn) else SyncJob
+        new = cls(fn, name=job_name, **settings)
+        _add(new)
+        return new
+
+    return decorate if fn is None else decorate(fn)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _add(new: Job[Any, Any]) -> None:
+    with _registry_lock:
+        old = _registry.get(new.name)
+        # The same function defined again (a module reloaded, a test run twice)
+        # replaces its earlier self; two different functions may not share a name.
+        if old is not None and _origin(old.fn) != _origin(new.fn):
+            raise ConfigError(
+                f"job name {new.name!r} is taken: {_origin(new.fn)} collides with "
+                f"{_origin(old.fn)}; pass @job(name=...) to tell them apart",
+                field="name",
+            )
+        _registry[new.name] = new
+    new.register(_app.get_app())
+
+
+def _register_all(app: Any) -> None:
+    for known in list(_registry.values()):
+        known.register(app)
+
+
+_app.on_app(_register_all)
+
+
+def registered_jobs() -> dict[str, Job[Any, Any]]:
+    """Every job defined in this process, by name."""
+    return dict(_registry)
+
+
+def route_job(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **extra: Any
+) -> dict[str, Any] | None:
+    """Celery router (``task_routes``): a job's own queue and priority.
+
+    Used by every send that does not go through :class:`Job` (retries, beat, Flower,
+    ``send_task``); options given with the send still win.
+    """
+    found = _registry.get(name)
+    if found is None:
+        return None
+    route = {"queue": found.queue, "priority": found.priority}
+    return {key: value for key, value in route.items() if value is not None} or None
+
+
+def _check_priority(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ConfigError(
+            f"priority={priority!r}: expected an integer from 0 to 9", field="priority"
+        )
+
+
+def _check_options(
+    *,
+    retry: int | None,
+    delay: float | None,
+    backoff: bool,
+    max_delay: float | None,
+    queue: str | None,
+    priority: int | None,
+    timeout: float | None,
+    rate_limit: str | None,
+    name: str | None,
+) -> dict[str, Any]:
+    def bad(field: str, value: Any, accepted: str) -> ConfigError:
+        return ConfigError(f"@job({field}={value!r}): expected {accepted}", field=field)
+
+    settings = None
+    if retry is None or delay is None:
+        settings = get_settings()
+    if retry is None:
+        assert settings is not None
+        retry = settings.JOB_RETRY_ATTEMPTS
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        raise bad("retry", retry, "an integer >= 0 (retries after the first attempt)")
+    if delay is None:
+        assert settings is not None
+        delay = settings.JOB_RETRY_DELAY
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        raise bad("delay", delay, "a number of seconds >= 0")
+    if not isinstance(backoff, bool):
+        raise bad("backoff", backoff, "True or False")
+    if max_delay is None:
+        max_delay = max(DEFAULT_MAX_DELAY, float(delay))
+    elif isinstance(max_delay, bool) or not isinstance(max_delay, int | float) or max_delay < delay:
+        raise bad("max_delay", max_delay, f"a number of seconds >= delay ({delay})")
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise bad("queue", queue, "a non-empty queue name")
+    if priority is not None:
+        _check_priority(priority)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise bad("timeout", timeout, "a number of seconds > 0")
+    if rate_limit is not None:
+        try:
+            if not isinstance(rate_limit, str):
+                raise ValueError(rate_limit)
+            parse_rate(rate_limit)
+        except (ValueError, TypeError, KeyError):
+            raise bad("rate_limit", rate_limit, "a rate like '10/s', '100/m' or '1000/h'") from None
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise bad("name", name, "a non-empty job name")
+    return {
+        "retry": retry,
+        "delay": float(delay),
+        "backoff": backoff,
+        "max_delay": float(max_delay),
+        "queue": queue,
+        "priority": priority,
+        "timeout": None if timeout is None else float(timeout),
+        "rate_limit": rate_limit,
+        "name": name,
+    }

@@ -1,0 +1,115 @@
+"""What runs on the worker: a job's Celery task body, its retries and failure record."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry
+
+from zephyr_celery._failures import FailureRecord, failure_store
+from zephyr_celery._runner import run_coroutine
+
+logger = logging.getLogger("zephyr_celery")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a job retries: ``retries`` more attempts after the first, ``delay`` apart."""
+
+    retries: int
+    delay: float
+    backoff: bool
+    max_delay: float
+
+    def countdown(self, retries_done: int) -> float:
+        """Seconds before retry number ``retries_done + 1``."""
+        if _testing_delay is not None:
+            return float(_testing_delay)
+        if not self.backoff:
+            return self.delay
+        ceiling = min(self.delay * 2**retries_done, self.max_delay)
+        # "Equal jitter": at least half the doubled delay, so it still grows, and a
+        # random rest so jobs that failed together do not retry together.
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+# The testing switch (zephyr_celery.testing.set_testing): retry delays of this
+# process's workers replaced by this many seconds.
+_testing_delay: float | None = None
+
+
+def set_testing_delay(delay: float | None) -> None:
+    global _testing_delay
+    _testing_delay = delay
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """The Celery task class of every job."""
+
+    # Arguments were checked against the signature when the job was enqueued.
+    typing = False
+
+
+def task_body(
+    fn: Callable[..., Any], is_async: bool, policy: RetryPolicy, timeout: float | None
+) -> Callable[..., Any]:
+    """The function Celery runs for a job: the job itself, then its failure handling."""
+
+    def run(task: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if is_async:
+                return run_coroutine(fn(*args, **kwargs), timeout)
+            return fn(*args, **kwargs)
+        except (Retry, Ignore, Reject):
+            raise  # Celery's own control flow
+        except Exception as exc:
+            retries = int(task.request.retries or 0)
+            if retries < policy.retries:
+                countdown = policy.countdown(retries)
+                raise task.retry(exc=exc, countdown=countdown, max_retries=policy.retries) from exc
+            _record_failure(task, exc, args, kwargs, attempts=retries + 1)
+            raise
+
+    run.__name__ = fn.__name__
+    run.__qualname__ = fn.__qualname__
+    run.__doc__ = fn.__doc__
+    run.__module__ = fn.__module__
+    return run
+
+
+def _record_failure(
+    task: Any, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any], attempts: int
+) -> None:
+    request = task.request
+    delivery = request.delivery_info or {}
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{type(exc).__name__} with an unprintable message>"
+    record = FailureRecord(
+        id=str(request.id),
+        name=str(task.name),
+        args=list(args),
+        kwargs=dict(kwargs),
+        exc_type=type(exc).__name__,
+        message=message,
+        traceback="".join(traceback.format_exception(exc)),
+        attempts=attempts,
+        failed_at=time.time(),
+        queue=delivery.get("routing_key"),
+    )
+    # Failures are rare: a connection of its own each time, closed at once.
+    store = failure_store(task.app)
+    try:
+        store.record(record)
+    except Exception:  # the job's own failure is what Celery must store next
+        logger.exception("could not record the failure of job %s (%s)", record.id, record.name)
+    finally:
+        store.close()
