@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import httpx
@@ -24,20 +23,6 @@ from examples.shop.jobs import router
 app = FastAPI()
 app.include_router(router)
 """
-
-PROVIDER = "zephyr_celery._up:processes"
-
-
-def _up_provider_shim(directory: Path) -> Path | None:
-    """Declare the ``zephyr.up`` entry point in a distribution of its own, unless the
-    installed package already declares it (setup.cfg, once the lead adds it)."""
-    if any(ep.value == PROVIDER for ep in entry_points(group="zephyr.up")):
-        return None
-    dist = directory / "zephyr_up_jobs_shim-0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zephyr-up-jobs-shim\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text(f"[zephyr.up]\njobs = {PROVIDER}\n")
-    return directory
 
 
 def _group_members(groups: set[int]) -> list[int]:
@@ -72,11 +57,9 @@ def _children(pid: int) -> set[int]:
 def test_zephyr_up_runs_web_worker_beat_and_flower(tmp_path: Path, redis_url: str) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "up_app.py").write_text(APP)
-    shim = _up_provider_shim(tmp_path / "shim")
     web_port = free_port()
     env = child_env(
         tmp_path / "app",
-        *([shim] if shim else []),
         JOB_QUEUE_URL=redis_url,
         CACHE_URL=redis_url.rsplit("/", 1)[0] + "/1",
         FLOWER_PORT=str(free_port()),

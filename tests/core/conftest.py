@@ -44,9 +44,14 @@ class Process:
         return self.proc.wait(timeout)
 
     def close(self) -> None:
+        """Stop it the way a user would first (so `zephyr up` stops its children)."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         self._out.close()
 
 
