@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -22,6 +20,7 @@ from zephyr_cache._shared_stats import read
 from zephyr_cache._tiered import TieredStore
 from zephyr_cache._warmers import warm, warmers
 from zephyr_core import ConfigError, get_settings, mask_url
+from zephyr_core._imports import ModuleImportFailed, ModuleMissing, import_user_module
 
 T = TypeVar("T")
 
@@ -31,14 +30,10 @@ def import_app(module: str) -> None:
     name = module.partition(":")[0]
     if not name:
         raise click.UsageError(f"--app {module!r}: expected a module like 'myapp.caches'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            raise click.UsageError(f"--app {module!r}: no module named {exc.name!r}") from None
-        raise click.UsageError(f"--app {module!r}: importing it failed: {exc}") from None
+        import_user_module(name, option=f"--app {module!r}")
+    except (ModuleMissing, ModuleImportFailed) as exc:
+        raise click.UsageError(str(exc)) from None
     except ConfigError as exc:
         raise click.UsageError(f"--app {module!r}: {exc}") from None
 

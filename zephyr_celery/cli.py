@@ -8,8 +8,6 @@ run Celery's own commands in this process, on the app built from your Settings.
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,6 +20,7 @@ from kombu.exceptions import OperationalError
 from zephyr_celery._app import app_settings
 from zephyr_celery._beat import DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_INTERVAL, SCHEDULER, beat_settings
 from zephyr_core import ConfigError, ZephyrError, get_settings
+from zephyr_core._imports import ModuleImportFailed, ModuleMissing, import_user_module
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,20 +88,12 @@ def load_app(spec: str | None, *, required: bool = False) -> Celery:
             raise BadUsage("no jobs module: pass -A/--app MODULE or set ZEPHYR_JOBS")
         return get_app()
     module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:  # like celery -A: modules of the current directory
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise BadUsage(f"-A/--app {spec!r}: no module named {exc.name!r}") from None
-        raise CliError(f"cannot import jobs module {module_name!r}: {exc}") from None
-    except ZephyrError:  # a bad @job option or setting: reported as such
-        raise
-    except Exception as exc:
-        raise CliError(
-            f"cannot import jobs module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        module = import_user_module(module_name, option=f"-A/--app {spec!r}")
+    except ModuleMissing as exc:
+        raise BadUsage(str(exc)) from None
+    except ModuleImportFailed as exc:
+        raise CliError(str(exc)) from None
     if not attribute:
         return get_app()
     app = getattr(module, attribute, None)

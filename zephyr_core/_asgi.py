@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -15,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from zephyr_core._exceptions import ConfigError
 from zephyr_core._health import ReadinessCheck, checks_for, run_checks
+from zephyr_core._imports import ModuleImportFailed, import_user_module
 from zephyr_core._settings import get_settings
 
 Scope = MutableMapping[str, Any]
@@ -35,14 +34,10 @@ def load_app(path: str) -> ASGIApp:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"--app {path!r}: expected 'module:attribute', like 'myapp.main:app'")
-    if os.getcwd() not in sys.path:  # like uvicorn's default --app-dir "."
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(f"--app {path!r}: no module named {exc.name!r}") from None
-        raise ConfigError(f"--app {path!r}: importing it failed: {exc}") from exc
+        module = import_user_module(module_name, option=f"--app {path!r}")
+    except ModuleImportFailed as exc:
+        raise ConfigError(str(exc)) from exc
     app: Any = module
     for part in attr.split("."):
         try:

@@ -78,7 +78,7 @@ def test_a_broken_jobs_module_is_one_line_naming_the_bad_field(jobs_module: Path
     result = run("scheduler", "-A", "broken_jobs")
     assert result.exit_code == 1
     line = one_line(result)
-    assert "cannot import jobs module 'broken_jobs': ValueError" in line
+    assert "-A/--app 'broken_jobs': importing it failed: ValueError" in line
     assert "day of week field '8'" in line
 
 
