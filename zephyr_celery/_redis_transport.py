@@ -32,7 +32,11 @@ Two more changes make a dead worker's messages come back promptly:
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
+import threading
+import weakref
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -41,39 +45,81 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from zephyr_core import ConfigError
 
-#: Pops the first message found in KEYS[3..] (tried in order) and, when ARGV[1 + i]
-#: is "1" for that key, records it as unacked exactly as kombu's QoS.append does:
-#: HSET KEYS[1] <delivery_tag> '[<payload>, <exchange>, <routing_key>]' and
-#: ZADD KEYS[2] ARGV[1] <delivery_tag>. The payload is embedded as the very string
-#: popped (never re-encoded), so what is restored is byte for byte what was sent.
-#: Returns {key, payload, recorded (0/1)} or nil when every list is empty.
-POP_SCRIPT = """
+#: Pops up to ARGV[2] messages from KEYS[3..] (drained in order: priority first) and,
+#: when ARGV[i] is "1" for KEYS[i], records each as unacked exactly as kombu's
+#: QoS.append does: HSET KEYS[1] <delivery_tag> '[<payload>, <exchange>, <routing_key>]'
+#: and ZADD KEYS[2] ARGV[1] <delivery_tag>. The payload is embedded as the very
+#: string popped (never re-encoded), so what is restored is byte for byte what was
+#: sent. Returns a flat list {key, payload, recorded (0/1), ...} or nil when every
+#: list is empty.
+#:
+#: Decoding each payload with cjson cost Redis ~70 µs a message (the payload is a
+#: few KB); ``fields`` reads the three values with plain string searches instead,
+#: and decodes only when a search is ambiguous: JSON escapes every quote inside a
+#: string, so an unescaped ``"delivery_tag": "`` is a key, and when it occurs once
+#: it is kombu's own.
+POP_SCRIPT = r"""
+local function unique(payload, needle)
+  local s, e = string.find(payload, needle, 1, true)
+  if s and not string.find(payload, needle, e + 1, true) then return e end
+  return nil
+end
+
+local function fields(payload)
+  local tag_at = unique(payload, '"delivery_tag": "')
+  local info_at = unique(payload, '"delivery_info": {')
+  if tag_at and info_at then
+    local tag = string.match(payload, '^([%w%-]+)"', tag_at + 1)
+    local info = string.match(payload, '^([^{}]*)}', info_at + 1)
+    if tag and info then
+      local exchange = string.match(info, '"exchange": ("[^"\\]*")')
+      local routing_key = string.match(info, '"routing_key": ("[^"\\]*")')
+      if exchange and routing_key then return tag, exchange, routing_key end
+    end
+  end
+  local ok, message = pcall(cjson.decode, payload)
+  if ok and type(message) == 'table' and type(message['properties']) == 'table' then
+    local properties = message['properties']
+    local tag = properties['delivery_tag']
+    local info = properties['delivery_info']
+    if type(tag) == 'string' and type(info) == 'table' then
+      return tag, cjson.encode(info['exchange']), cjson.encode(info['routing_key'])
+    end
+  end
+  return nil
+end
+
+local limit = tonumber(ARGV[2])
+local out = {}
+local taken = 0
 for i = 3, #KEYS do
-  local payload = redis.call('RPOP', KEYS[i])
-  if payload then
-    if ARGV[i - 1] == '1' then
-      local ok, message = pcall(cjson.decode, payload)
-      if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-        local properties = message['properties']
-        local tag = properties['delivery_tag']
-        local info = properties['delivery_info']
-        if type(tag) == 'string' and type(info) == 'table' then
-          redis.call('HSET', KEYS[1], tag, '[' .. payload .. ',' ..
-            cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-          redis.call('ZADD', KEYS[2], ARGV[1], tag)
-          return {KEYS[i], payload, 1}
-        end
+  while taken < limit do
+    local payload = redis.call('RPOP', KEYS[i])
+    if not payload then break end
+    taken = taken + 1
+    local recorded = 0
+    if ARGV[i] == '1' then
+      local tag, exchange, routing_key = fields(payload)
+      if tag then
+        local entry = '[' .. payload .. ',' .. exchange .. ',' .. routing_key .. ']'
+        redis.call('HSET', KEYS[1], tag, entry)
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        recorded = 1
       end
     end
-    return {KEYS[i], payload, 0}
+    out[#out + 1] = KEYS[i]
+    out[#out + 1] = payload
+    out[#out + 1] = recorded
   end
+  if taken >= limit then break end
 end
-return false
+if taken == 0 then return false end
+return out
 """
 POP_SHA = hashlib.sha1(POP_SCRIPT.encode()).hexdigest()
 
@@ -85,6 +131,22 @@ MAX_SWEEP_INTERVAL = 10.0
 MIN_SWEEP_INTERVAL = 0.25
 #: Default seconds an idle consumer waits on one list before looking at all of them.
 DEFAULT_WAKE_TIMEOUT = 0.25
+#: Messages one pop takes at most (never more than the prefetch has room for).
+MAX_POP_BATCH = 10
+#: Deferred commands a channel holds at most while Redis is unreachable; beyond it,
+#: callers run their commands themselves (and fail as kombu's would).
+MAX_DEFERRED = 10_000
+
+logger = logging.getLogger("zephyr_celery.transport")
+
+#: The consuming channel of each worker event loop, by (process, thread): where
+#: acks and event publishes made on that loop are deferred to.
+_consumers: dict[tuple[int, int], weakref.ref[Channel]] = {}
+
+
+def _here() -> tuple[int, int]:
+    # The process too: a forked child's thread can have its parent's thread ident.
+    return os.getpid(), threading.get_ident()
 
 
 def sweep_interval(visibility_timeout: float) -> float:
@@ -105,6 +167,37 @@ class QoS(kombu_redis.QoS):
             virtual.QoS.append(self, message, delivery_tag)
         else:  # a fanout (pub/sub) message, or one popped by something else
             super().append(message, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        if self.channel.connection.client is None:
+            # Closed again after a broker failure, its kombu connection already
+            # released: kombu would fail with an AttributeError that Celery calls
+            # unrecoverable, ending the worker. Redis is out of reach anyway; the
+            # messages stay in the unacked record and a live consumer's sweep
+            # restores them after the visibility timeout.
+            self._delivered.clear()
+            return
+        super().restore_unacked(client)
+
+    def ack(self, delivery_tag: str) -> None:
+        if self.channel.defer(self._removal(delivery_tag)):
+            virtual.QoS.ack(self, delivery_tag)
+        else:
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue and self.channel.defer(self._removal(delivery_tag)):
+            virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
+        else:
+            super().reject(delivery_tag, requeue=requeue)
+
+    def _removal(self, delivery_tag: str) -> list[list[Any]]:
+        """kombu's ack in Redis: the message leaves the unacked hash and its index."""
+        prefix = self.channel.global_keyprefix
+        return [
+            ["ZREM", prefix + self.unacked_index_key, delivery_tag],
+            ["HDEL", prefix + self.unacked_key, delivery_tag],
+        ]
 
     def refresh_unacked(self) -> int:
         """Mark the messages this consumer still holds as alive; returns how many.
@@ -135,6 +228,10 @@ class Channel(kombu_redis.Channel):
         self._no_ack_queues: set[str] = set()
         self._waiting = False  # the last pop found nothing: block before the next
         self._pending: list[str] = []  # the commands whose replies are due
+        # Write-only commands (acks, event publishes) waiting for this loop
+        # iteration's round trip, and those sent with the pop now in flight.
+        self._deferred: list[list[Any]] = []
+        self._deferred_in_flight: list[list[Any]] = []
         self._script_loaded = False
         super().__init__(*args, **kwargs)
         self._check_server_version()
@@ -172,6 +269,87 @@ class Channel(kombu_redis.Channel):
             return False
         return True
 
+    # -- deferred writes -------------------------------------------------------------
+    #
+    # kombu sends each ack (ZREM + HDEL) and each event (PUBLISH) as a blocking round
+    # trip of its own, from the worker's event loop: at a few per job they were most
+    # of the consumer's time. On the loop's thread they are deferred instead and
+    # ride along with the consumer's next pop, or go in one pipeline at the end of
+    # the loop iteration. They are all idempotent or best effort (an ack that never
+    # arrives means a redelivery after the visibility timeout, never a loss), and a
+    # connection error keeps them for the next try.
+
+    def defer(self, commands: list[list[Any]]) -> bool:
+        """Queue ``commands`` for this iteration's round trip; False: run them yourself."""
+        if (
+            self._closing
+            or getattr(self.connection, "hub_thread", None) != _here()
+            or len(self._deferred) + len(commands) > MAX_DEFERRED
+        ):
+            return False
+        self._deferred.extend(commands)
+        return True
+
+    def flush_deferred(self) -> None:
+        """Send the deferred commands in one pipelined round trip."""
+        if not self._deferred or self.connection.client is None:
+            return  # nothing to send, or the connection is already released
+        commands, self._deferred = self._deferred, []
+        pool = self.pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            for command in commands:
+                try:
+                    connection.read_response()
+                except redis.ResponseError as exc:
+                    logger.warning("Redis refused a deferred %s: %s", command[0], exc)
+        except self.connection_errors:
+            connection.disconnect()
+            self._keep_deferred(commands)
+        finally:
+            pool.release(connection)
+
+    def _keep_deferred(self, commands: list[list[Any]]) -> None:
+        # Sent but unconfirmed: sent again later (ZREM, HDEL, PUBLISH bear repeating).
+        room = MAX_DEFERRED - len(self._deferred)
+        if room < len(commands):
+            logger.warning("dropping %d deferred commands: Redis unreachable", len(commands) - room)
+        self._deferred[:0] = commands[:room]
+
+    def _put_fanout(self, exchange: Any, message: Any, routing_key: Any, **kwargs: Any) -> None:
+        # Events: deferred to the consumer of this event loop when it uses the same
+        # Redis (the worker's event dispatcher has a connection of its own).
+        if kwargs.get("_publish_batch") is None:
+            found = _consumers.get(_here())
+            consumer = found() if found is not None else None
+            if consumer is not None and consumer.same_server(self):
+                payload = dumps(message)
+                topics = self._get_publish_topics(exchange, routing_key)
+                if consumer.defer([["PUBLISH", topic, payload] for topic in topics]):
+                    return
+        super()._put_fanout(exchange, message, routing_key, **kwargs)
+
+    def same_server(self, other: Channel) -> bool:
+        """Whether ``other`` talks to the same Redis server and database."""
+        mine, theirs = self.connection.client, other.connection.client
+        return bool(
+            (mine.hostname, mine.port, mine.virtual_host, mine.userid)
+            == (theirs.hostname, theirs.port, theirs.virtual_host, theirs.userid)
+            and self.global_keyprefix == other.global_keyprefix
+        )
+
+    def close(self) -> None:
+        if not self.closed:
+            found = _consumers.get(_here())
+            if found is not None and found() in (self, None):
+                del _consumers[_here()]
+            try:
+                self.flush_deferred()
+            except Exception:  # closing must go on; unsent acks mean redeliveries
+                logger.warning("could not send deferred acks while closing", exc_info=True)
+        super().close()
+
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         # A no_ack consumer never acks: recording its messages would redeliver them.
         if no_ack:
@@ -180,15 +358,26 @@ class Channel(kombu_redis.Channel):
             self._no_ack_queues.discard(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
-    def _pop_command(self, keys: list[str], record: list[bool]) -> list[Any]:
+    def _pop_command(self, keys: list[str], record: list[bool], limit: int = 1) -> list[Any]:
         prefix = self.global_keyprefix
         script_keys = [
             prefix + self.unacked_key,
             prefix + self.unacked_index_key,
             *(prefix + key for key in keys),
         ]
-        args = [repr(time()), *("1" if flag else "0" for flag in record)]
+        args = [repr(time()), str(limit), *("1" if flag else "0" for flag in record)]
         return [len(script_keys), *script_keys, *args]
+
+    def _pop_limit(self) -> int:
+        """How many messages the next pop may take: what the prefetch has room for.
+
+        One for no-ack consumers: a message of theirs is recorded nowhere, so one
+        that a failing callback leaves undelivered in a batch would be lost.
+        """
+        if self._no_ack_queues & set(self.active_queues):
+            return 1
+        room = self.qos.can_consume_max_estimate()
+        return max(1, min(MAX_POP_BATCH, room if room is not None else MAX_POP_BATCH))
 
     def _queue_of(self, key: Any) -> str:
         name: str = bytes_to_str(key)[len(self.global_keyprefix) :]
@@ -215,17 +404,22 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        _consumers[_here()] = weakref.ref(self)
         pairs = [(queue, pri) for pri in self.priority_steps for queue in queues]
         keys = [self._q_for_pri(queue, pri) for queue, pri in pairs]
         record = [queue not in self._no_ack_queues for queue, _ in pairs]
         script = ["EVALSHA", POP_SHA] if self._script_loaded else ["EVAL", POP_SCRIPT]
-        commands: list[list[Any]] = [[*script, *self._pop_command(keys, record)]]
+        pop = [*script, *self._pop_command(keys, record, self._pop_limit())]
+        commands: list[list[Any]] = [pop]
         if self._waiting:
             wait = self.wake_timeout if timeout is None else min(timeout, self.wake_timeout)
             key = self.global_keyprefix + keys[0]
             # Block until the first list has a message, taking nothing (a move of its
             # last element onto itself); Redis runs the pop right after it returns.
             commands.insert(0, ["BLMOVE", key, key, "RIGHT", "RIGHT", wait])
+        # Deferred acks and events go first, in the same write.
+        self._deferred_in_flight, self._deferred = self._deferred, []
+        commands[:0] = self._deferred_in_flight
         connection = self.client.connection
         self._pending = [command[0] for command in commands]
         self._in_poll = connection
@@ -234,17 +428,24 @@ class Channel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         pending, self._pending = self._pending, []
+        deferred, self._deferred_in_flight = self._deferred_in_flight, []
         try:
             connection = self.client.connection
             replies: list[Any] = []
-            for command in pending:  # the BLMOVE's reply (if any), then the pop's
+            # The deferred commands' replies, the BLMOVE's (if any), then the pop's.
+            for command in pending:
                 try:
                     replies.append(self.client.parse_response(connection, command, **options))
                 except self.connection_errors:
                     connection.disconnect()  # the next poll reconnects
+                    self._keep_deferred(deferred)
                     raise
                 except redis.ResponseError as exc:
                     replies.append(exc)  # read every reply before raising: keep in step
+            for sent, reply in zip(deferred, replies, strict=False):
+                if isinstance(reply, redis.ResponseError):
+                    logger.warning("Redis refused a deferred %s: %s", sent[0], reply)
+            replies = replies[len(deferred) :]
             reply = replies[-1] if replies else None
             if isinstance(reply, NoScriptError):  # Redis restarted and forgot the script
                 self._script_loaded = self._waiting = False
@@ -257,8 +458,8 @@ class Channel(kombu_redis.Channel):
                 self._waiting = True
                 raise Empty()
             self._waiting = False
-            key, item, recorded = reply
-            self._deliver_popped(key, item, recorded)
+            for at in range(0, len(reply), 3):
+                self._deliver_popped(reply[at], reply[at + 1], reply[at + 2])
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
@@ -278,7 +479,7 @@ class Channel(kombu_redis.Channel):
             reply = client.eval(POP_SCRIPT, *command)
         if not reply:
             raise Empty()
-        _key, item, recorded = reply
+        _key, item, recorded = reply  # one message: the limit is 1
         payload = loads(bytes_to_str(item))
         if int(recorded):
             self._recorded.add(payload["properties"]["delivery_tag"])
@@ -298,13 +499,30 @@ class Channel(kombu_redis.Channel):
         return message
 
 
+class MultiChannelPoller(kombu_redis.MultiChannelPoller):
+    """kombu's poller; each loop iteration ends by sending what is still deferred."""
+
+    def on_poll_start(self) -> None:
+        super().on_poll_start()  # starts pops, which carry deferred commands along
+        for channel in self._channels:
+            if channel._deferred:
+                channel.flush_deferred()
+
+
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`: select it with ``broker_transport``."""
 
     Channel = Channel
     driver_name = "redis"
+    #: (process, thread) of the event loop this transport is registered with.
+    hub_thread: tuple[int, int] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = MultiChannelPoller()  # type: ignore[assignment]
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        self.hub_thread = _here()
         super().register_with_event_loop(connection, loop)
         options = connection.client.transport_options
         visibility = float(options.get("visibility_timeout", Channel.visibility_timeout))

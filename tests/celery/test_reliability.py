@@ -215,14 +215,6 @@ def test_sigkill_loses_nothing_on_rabbitmq(
     kill_and_restart(jobs)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known bug, see the session 1 closing note: after a Redis restart a worker can "
-        "fail to reconnect (kombu _connparams: conninfo is None) or a wait never "
-        "resolves; it fails in some runs only"
-    ),
-    strict=False,
-)
 def test_redis_restart_mid_run_loses_nothing(
     own_redis: RedisServer, redis_url: str, jobs_factory: Any
 ) -> None:

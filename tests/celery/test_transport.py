@@ -24,7 +24,7 @@ from kombu.transport import redis as kombu_redis
 
 from tests.servers import free_port, need, port_open, redis_binary, wait_until
 from zephyr_celery import create_app
-from zephyr_celery._redis_transport import POP_SCRIPT, Transport, sweep_interval
+from zephyr_celery._redis_transport import MAX_POP_BATCH, POP_SCRIPT, Transport, sweep_interval
 from zephyr_celery._transport import (
     REDIS_TRANSPORT,
     REDISS_TRANSPORT,
@@ -54,7 +54,9 @@ def publish(conn: kombu.Connection, queue: kombu.Queue, body: Any, **kwargs: Any
     )
 
 
-def drain(conn: kombu.Connection, queues: list[kombu.Queue], count: int) -> list[Any]:
+def drain(
+    conn: kombu.Connection, queues: list[kombu.Queue], count: int, prefetch: int | None = None
+) -> list[Any]:
     """Consume ``count`` messages through the event-driven path; ack each."""
     bodies: list[Any] = []
 
@@ -62,7 +64,9 @@ def drain(conn: kombu.Connection, queues: list[kombu.Queue], count: int) -> list
         bodies.append(body)
         message.ack()
 
-    with conn.Consumer(queues, callbacks=[on_message]):
+    with conn.Consumer(queues, callbacks=[on_message]) as consumer:
+        if prefetch is not None:
+            consumer.qos(prefetch_count=prefetch)
         deadline = time.monotonic() + 10
         while len(bodies) < count and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
@@ -154,7 +158,8 @@ def test_a_consumer_killed_holding_a_message_gets_it_restored(
 
 
 def test_delivery_order_is_kombus(redis_url: str, client: redis.Redis) -> None:
-    """Priorities first, then queues round-robin: the same order as kombu's BRPOP."""
+    """One message at a time (prefetch 1): priorities first, then queues round-robin,
+    the same order as kombu's BRPOP."""
     queues = [kombu.Queue("alpha"), kombu.Queue("beta")]
     orders = []
     for transport in (kombu_redis.Transport, Transport):
@@ -162,10 +167,32 @@ def test_delivery_order_is_kombus(redis_url: str, client: redis.Redis) -> None:
         with connection(redis_url, transport) as conn:
             for n in range(12):
                 publish(conn, queues[n % 3 == 0], {"n": n}, priority=(n * 7) % 10)
-            orders.append([body["n"] for body in drain(conn, queues, 12)])
+            orders.append([body["n"] for body in drain(conn, queues, 12, prefetch=1)])
     kombu_order, our_order = orders
     assert sorted(our_order) == list(range(12))
     assert our_order == kombu_order
+
+
+def test_a_pop_takes_what_the_prefetch_allows_priorities_first(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """With room to prefetch, one round trip takes several messages, by priority."""
+    queues = [kombu.Queue("alpha"), kombu.Queue("beta")]
+    client.config_resetstat()
+    with connection(redis_url) as conn:
+        for n in range(24):
+            publish(conn, queues[n % 3 == 0], {"n": n}, priority=(n * 7) % 10)
+        bodies = drain(conn, queues, 24, prefetch=MAX_POP_BATCH)
+    assert sorted(body["n"] for body in bodies) == list(range(24))
+    priorities = [(body["n"] * 7) % 10 for body in bodies]
+    # kombu files a priority under the step at or below it (0, 3, 6, 9) and takes
+    # the lower steps first.
+    steps = [max(step for step in (0, 3, 6, 9) if step <= p) for p in priorities]
+    assert steps == sorted(steps)
+    stats = client.info("commandstats")
+    pops = sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha"))
+    assert pops <= 24 // MAX_POP_BATCH + 2, f"{pops} pops for 24 messages"
+    assert client.hlen("unacked") == 0
 
 
 def test_an_idle_consumer_wakes_for_any_queue_and_priority(redis_url: str) -> None:
@@ -211,6 +238,28 @@ def test_a_no_ack_consumer_leaves_no_unacked_record(
         assert queue(conn.default_channel).get(no_ack=True).payload == 2
     assert got == [1]
     assert client.hlen(prefix + "unacked") == 0
+
+
+def test_a_close_after_the_connection_was_released_keeps_held_messages(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """After a broker failure Celery may close a channel whose kombu connection is
+    already released: kombu's restore then raised AttributeError, which Celery
+    treats as unrecoverable and the worker exited. The held message stays recorded
+    for the visibility sweep instead."""
+    queue = kombu.Queue("orphaned")
+    conn = connection(redis_url)
+    try:
+        publish(conn, queue, 1)
+        channel = conn.default_channel
+        held = queue(channel).get()
+        assert held is not None and held.payload == 1
+        channel.connection.client = None  # what the release leaves behind
+        channel.close()
+    finally:
+        conn.client = None
+    assert client.llen("orphaned") == 0
+    assert client.hlen("unacked") == 1
 
 
 def test_the_pop_script_survives_a_script_flush(redis_url: str, client: redis.Redis) -> None:
@@ -262,12 +311,12 @@ def test_the_script_records_what_kombu_records(redis_url: str, client: redis.Red
             "delivery_tag": "t1", "delivery_info": {"exchange": "", "routing_key": "q"}}}
     )  # fmt: skip
     client.lpush("q", payload)
-    reply = client.eval(POP_SCRIPT, 3, "unacked", "unacked_index", "q", "12.5", "1")
+    reply = client.eval(POP_SCRIPT, 3, "unacked", "unacked_index", "q", "12.5", "1", "1")
     assert reply == [b"q", payload.encode(), 1]
     assert json.loads(client.hget("unacked", "t1")) == [json.loads(payload), "", "q"]
     assert client.hget("unacked", "t1").decode().startswith("[" + payload + ",")
     assert client.zscore("unacked_index", "t1") == 12.5
-    assert client.eval(POP_SCRIPT, 3, "unacked", "unacked_index", "q", "1", "1") is None
+    assert client.eval(POP_SCRIPT, 3, "unacked", "unacked_index", "q", "1", "1", "1") is None
 
 
 @pytest.mark.parametrize(("timeout", "interval"), [(1, 0.25), (3, 0.75), (20, 5.0), (3600, 10.0)])
