@@ -21,7 +21,6 @@ from typing import Any
 
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun
 
 from zephyr_celery import _job, _task
 from zephyr_celery._app import get_app
@@ -75,6 +74,7 @@ class InProcessWorker(AbstractContextManager["InProcessWorker"]):
         self._context: AbstractContextManager[Any] | None = None
         self._previous_delay: float | None = None
         self._backends: list[Any] = []
+        self._restore_backend_factory: Any = lambda: None
 
     def start(self) -> InProcessWorker:
         """Start consuming; returns once the worker is ready."""
@@ -99,22 +99,30 @@ class InProcessWorker(AbstractContextManager["InProcessWorker"]):
             shutdown_timeout=30.0,
             **options,
         )
-        self._backends = []
-        task_postrun.connect(self._note_backend, weak=False)
+        self._record_backends(app)
         self.controller = self._context.__enter__()
         _job._registered_hooks.append(self._on_register)
         return self
 
-    def _note_backend(self, sender: Any = None, **_: Any) -> None:
-        # Celery keeps one result backend per thread: the worker thread's would
-        # outlive the worker with its Redis sockets open. Noted here, in that thread,
-        # and closed in stop().
-        backend = getattr(getattr(sender, "app", None), "backend", None)
-        if sender is not None and sender.app is self.app and backend not in self._backends:
+    def _record_backends(self, app: Celery) -> None:
+        # Celery keeps one result backend per thread: the worker thread's (and any
+        # other made meanwhile) would outlive the worker with its Redis sockets open,
+        # for the garbage collector to close. Each one made while the worker runs is
+        # noted here and closed in stop(); closing only drops idle connections, so a
+        # backend still in use elsewhere reconnects on its next call.
+        self._backends = []
+        make = app._get_backend
+
+        def recorded() -> Any:
+            backend = make()
             self._backends.append(backend)
+            return backend
+
+        app._get_backend = recorded
+        self._restore_backend_factory = lambda: vars(app).pop("_get_backend", None)
 
     def _close_backends(self) -> None:
-        task_postrun.disconnect(self._note_backend)
+        self._restore_backend_factory()
         for backend in self._backends:
             client = getattr(backend, "__dict__", {}).get("client")
             if client is not None:

@@ -20,16 +20,6 @@ from zephyr_core import Settings
 BROKERS = ["redis", "rabbitmq"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Known leak, to fix: a Redis socket opened by Celery's result backend in the
-    # in-process worker's thread is sometimes closed by the garbage collector instead
-    # of explicitly, and the ResourceWarning then fails whichever test runs at that
-    # moment. Scoped to this folder and to that one message.
-    for item in items:
-        if "tests/celery/" in str(item.path):
-            item.add_marker(pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning"))
-
-
 @pytest.fixture(params=BROKERS)
 def jobs_settings(request: pytest.FixtureRequest, redis_url: str) -> Settings:
     """Settings for a private broker: the session Redis, or a RabbitMQ vhost."""
