@@ -227,11 +227,12 @@ class Channel(kombu_redis.Channel):
         self._recorded: set[str] = set()
         self._no_ack_queues: set[str] = set()
         self._waiting = False  # the last pop found nothing: block before the next
-        self._pending: list[str] = []  # the commands whose replies are due
+        # The commands whose replies are due on the pop connection, in order: the
+        # pop's own (command None) and deferred ones sent along.
+        self._pending: list[tuple[str, list[Any] | None]] = []
         # Write-only commands (acks, event publishes) waiting for this loop
-        # iteration's round trip, and those sent with the pop now in flight.
+        # iteration's round trip.
         self._deferred: list[list[Any]] = []
-        self._deferred_in_flight: list[list[Any]] = []
         self._script_loaded = False
         super().__init__(*args, **kwargs)
         self._check_server_version()
@@ -418,34 +419,44 @@ class Channel(kombu_redis.Channel):
             # last element onto itself); Redis runs the pop right after it returns.
             commands.insert(0, ["BLMOVE", key, key, "RIGHT", "RIGHT", wait])
         # Deferred acks and events go first, in the same write.
-        self._deferred_in_flight, self._deferred = self._deferred, []
-        commands[:0] = self._deferred_in_flight
+        deferred, self._deferred = self._deferred, []
         connection = self.client.connection
-        self._pending = [command[0] for command in commands]
+        self._pending = [(command[0], command) for command in deferred]
+        self._pending += [(command[0], None) for command in commands]
+        commands[:0] = deferred
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         connection.send_packed_command(connection.pack_commands(commands))
 
+    def send_with_pop(self) -> None:
+        """Send the deferred commands behind the pop in flight; read with its reply."""
+        deferred, self._deferred = self._deferred, []
+        connection: Any = self._in_poll  # kombu types it bool; it is the connection
+        try:
+            connection.send_packed_command(connection.pack_commands(deferred))
+        except self.connection_errors:
+            self._keep_deferred(deferred)  # the pop's read fails too and reconnects
+            return
+        self._pending += [(command[0], command) for command in deferred]
+
     def _brpop_read(self, **options: Any) -> bool:
         pending, self._pending = self._pending, []
-        deferred, self._deferred_in_flight = self._deferred_in_flight, []
         try:
             connection = self.client.connection
             replies: list[Any] = []
-            # The deferred commands' replies, the BLMOVE's (if any), then the pop's.
-            for command in pending:
+            for at, (name, deferred) in enumerate(pending):
                 try:
-                    replies.append(self.client.parse_response(connection, command, **options))
+                    reply = self.client.parse_response(connection, name, **options)
                 except self.connection_errors:
                     connection.disconnect()  # the next poll reconnects
-                    self._keep_deferred(deferred)
+                    self._keep_deferred([c for _, c in pending[at:] if c is not None])
                     raise
                 except redis.ResponseError as exc:
-                    replies.append(exc)  # read every reply before raising: keep in step
-            for sent, reply in zip(deferred, replies, strict=False):
-                if isinstance(reply, redis.ResponseError):
-                    logger.warning("Redis refused a deferred %s: %s", sent[0], reply)
-            replies = replies[len(deferred) :]
+                    reply = exc  # read every reply before raising: keep in step
+                if deferred is None:
+                    replies.append(reply)  # the BLMOVE's (if any), then the pop's
+                elif isinstance(reply, redis.ResponseError):
+                    logger.warning("Redis refused a deferred %s: %s", name, reply)
             reply = replies[-1] if replies else None
             if isinstance(reply, NoScriptError):  # Redis restarted and forgot the script
                 self._script_loaded = self._waiting = False
@@ -504,8 +515,13 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
 
     def on_poll_start(self) -> None:
         super().on_poll_start()  # starts pops, which carry deferred commands along
+        paused = {entry[0] for entry in self._paused_brpop.values()}
         for channel in self._channels:
-            if channel._deferred:
+            if not channel._deferred:
+                continue
+            if channel._in_poll and channel not in paused:
+                channel.send_with_pop()  # its reply is read as soon as it comes
+            else:
                 channel.flush_deferred()
 
 
