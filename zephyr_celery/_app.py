@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 
+from zephyr_celery._backend import BACKEND_ALIASES
 from zephyr_celery._transport import broker_settings
 from zephyr_core import ConfigError, Settings, get_settings
 
@@ -102,6 +103,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Celery:
             )
     app = Celery("zephyr", set_as_current=False)
     app.conf.update(config)
+    # redis:// and rediss:// results are stored by our backend (one round trip per
+    # result); picked by this app's loader, so result_backend keeps the user's URL.
+    app.loader.override_backends = {**app.loader.override_backends, **BACKEND_ALIASES}
     # Kept off app.conf: remote control (`inspect conf`, Flower) sends conf as JSON.
     app.zephyr_settings = settings
     return app

@@ -1,0 +1,115 @@
+"""Celery's Redis result backend, storing a job's result in one round trip.
+
+Celery's ``_store_result`` first reads the result already stored (a SUCCESS is never
+overwritten, so a job delivered twice cannot replace its result with a later
+failure), then writes and publishes the new one in a MULTI/EXEC transaction: two
+blocking round trips per job, most of a worker child's time on short jobs. Here one
+Lua script reads, checks and writes (EVALSHA; EVAL when Redis lost its script cache),
+which also makes the check and the write atomic.
+
+Everything else is Celery's own: the stored meta (``result_extended`` fields too),
+``result_expires`` and ``result_failure_expires``, the PUBLISH on the key's channel
+that wakes waiters, connection retries (``ensure``, ``result_backend_always_retry``),
+groups, chords and ``forget``. A stored value the script cannot read as JSON
+(compressed, another serializer) is left to Celery's code, which reads it in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend as CeleryRedisBackend
+from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import NoScriptError
+
+#: The class for ``redis://`` and ``rediss://`` result URLs (TLS is the same class,
+#: as in Celery: the URL picks the connection).
+BACKEND = "zephyr_celery._backend:RedisBackend"
+
+#: Result backend aliases an app's loader resolves before Celery's own: the app's
+#: ``result_backend`` keeps the user's URL (status output, Flower) and its scheme
+#: picks this class.
+BACKEND_ALIASES = {"redis": BACKEND, "rediss": BACKEND}
+
+# KEYS[1]: the result key; ARGV[1]: the encoded meta; ARGV[2]: seconds to keep it
+# (0: no expiry, like Celery's SET without SETEX). Returns STORED, KEPT or UNREAD.
+# The check is Celery's: an empty or missing value reads as PENDING, and only a
+# stored status of SUCCESS keeps the old value (no write, no publish).
+STORE_RESULT_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= '' then
+    local ok, meta = pcall(cjson.decode, current)
+    if not ok or type(meta) ~= 'table' or type(meta['status']) ~= 'string' then
+        return -1
+    end
+    if meta['status'] == 'SUCCESS' then
+        return 0
+    end
+end
+local expires = tonumber(ARGV[2])
+if expires ~= 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
+else
+    redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+STORE_RESULT_SHA = hashlib.sha1(STORE_RESULT_LUA.encode()).hexdigest()
+
+STORED, KEPT, UNREAD = 1, 0, -1
+
+
+class RedisBackend(CeleryRedisBackend):  # type: ignore[misc]  # celery ships no type hints
+    """Celery's RedisBackend with ``_store_result`` in one round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The script reads stored values as plain JSON: with another serializer or
+        # with compression, results are stored by Celery's own code.
+        self._one_trip = (
+            self.content_type == "application/json"
+            and self.content_type in self.accept
+            and not self.compression
+        )
+
+    def _store_result(
+        self,
+        task_id: Any,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if not self._one_trip:
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)  # type: ignore[no-untyped-call]
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            # Celery refuses it, after its check (a stored SUCCESS is kept silently).
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        # Celery's _set_with_state: failures keep their own expiry.
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        key = self.get_key_for_task(task_id)
+        # ensure() retries connection errors with the backend's retry policy, as
+        # Celery's set() does for its write.
+        if self.ensure(self._run_store_script, (key, value, expires or 0)) == UNREAD:
+            # Not JSON the script can read (compressed by a worker configured with
+            # result_compression, say): Celery's code decodes it and decides.
+            return super()._store_result(task_id, result, state, traceback, request, **kwargs)
+        return result
+
+    def _run_store_script(self, key: bytes, value: str | bytes, expires: int) -> int:
+        client = self.client
+        try:
+            return int(client.evalsha(STORE_RESULT_SHA, 1, key, value, expires))
+        except NoScriptError:
+            # Redis restarted, failed over or ran SCRIPT FLUSH: EVAL runs the script
+            # and caches it again for the next EVALSHA.
+            return int(client.eval(STORE_RESULT_LUA, 1, key, value, expires))
