@@ -136,6 +136,9 @@ MAX_POP_BATCH = 10
 #: Deferred commands a channel holds at most while Redis is unreachable; beyond it,
 #: callers run their commands themselves (and fail as kombu's would).
 MAX_DEFERRED = 10_000
+#: Seconds deferred commands wait for a pop to carry them before a round trip of
+#: their own (a busy worker pops again within a job's time; an idle one does not).
+DEFERRED_FLUSH_DELAY = 0.005
 
 logger = logging.getLogger("zephyr_celery.transport")
 
@@ -146,7 +149,17 @@ _consumers: dict[tuple[int, int], weakref.ref[Channel]] = {}
 
 def _here() -> tuple[int, int]:
     # The process too: a forked child's thread can have its parent's thread ident.
-    return os.getpid(), threading.get_ident()
+    return _pid, threading.get_ident()
+
+
+def _note_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# os.getpid() is a system call; this runs on every ack and event.
+_pid = os.getpid()
+os.register_at_fork(after_in_child=_note_pid)
 
 
 def sweep_interval(visibility_timeout: float) -> float:
@@ -233,6 +246,7 @@ class Channel(kombu_redis.Channel):
         # Write-only commands (acks, event publishes) waiting for this loop
         # iteration's round trip.
         self._deferred: list[list[Any]] = []
+        self._flush_scheduled = False
         self._script_loaded = False
         super().__init__(*args, **kwargs)
         self._check_server_version()
@@ -428,6 +442,11 @@ class Channel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         connection.send_packed_command(connection.pack_commands(commands))
 
+    def scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.closed:
+            self.flush_deferred()
+
     def send_with_pop(self) -> None:
         """Send the deferred commands behind the pop in flight; read with its reply."""
         deferred, self._deferred = self._deferred, []
@@ -513,6 +532,8 @@ class Channel(kombu_redis.Channel):
 class MultiChannelPoller(kombu_redis.MultiChannelPoller):
     """kombu's poller; each loop iteration ends by sending what is still deferred."""
 
+    hub: Any = None  # kombu's event loop, once registered with one
+
     def on_poll_start(self) -> None:
         super().on_poll_start()  # starts pops, which carry deferred commands along
         paused = {entry[0] for entry in self._paused_brpop.values()}
@@ -521,8 +542,13 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
                 continue
             if channel._in_poll and channel not in paused:
                 channel.send_with_pop()  # its reply is read as soon as it comes
-            else:
+            elif self.hub is None:
                 channel.flush_deferred()
+            elif not channel._flush_scheduled:
+                # No pop to ride along with now (the prefetch is full, say): the
+                # next one usually starts within a job's time; else they go alone.
+                channel._flush_scheduled = True
+                self.hub.call_later(DEFERRED_FLUSH_DELAY, channel.scheduled_flush)
 
 
 class Transport(kombu_redis.Transport):
@@ -540,6 +566,7 @@ class Transport(kombu_redis.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.hub_thread = _here()
         super().register_with_event_loop(connection, loop)
+        self.cycle.hub = loop  # type: ignore[union-attr]
         options = connection.client.transport_options
         visibility = float(options.get("visibility_timeout", Channel.visibility_timeout))
         interval = float(options.get("unacked_restore_interval") or sweep_interval(visibility))
