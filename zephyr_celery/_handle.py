@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import Any, Generic, TypeVar, cast
 
 from zephyr_celery import _results
@@ -60,8 +62,8 @@ class JobHandle(str, Generic[T]):
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout={timeout!r}: must be None or >= 0 seconds")
         app = self._resolve_app()
-        backend = _redis_backend(app)
-        waiter = _results.waiter_for(str(app.conf.result_backend), backend.decode)
+        backend, url = _redis_backend(app)
+        waiter = _results.waiter_for(url, backend.decode)
         try:
             meta = await waiter.wait(backend.get_key_for_task(self.id), timeout)
         except TimeoutError:
@@ -75,8 +77,8 @@ class JobHandle(str, Generic[T]):
         has expired, reads the same.
         """
         app = self._resolve_app()
-        backend = _redis_backend(app)
-        raw = await _results.read(str(app.conf.result_backend), backend.get_key_for_task(self.id))
+        backend, url = _redis_backend(app)
+        raw = await _results.read(url, backend.get_key_for_task(self.id))
         if raw is None:
             return "PENDING"
         return str(backend.decode(raw).get("status", "PENDING"))
@@ -115,15 +117,27 @@ def failure_from_meta(job_id: str, meta: dict[str, Any]) -> JobFailed:
     )
 
 
-def _redis_backend(app: Any) -> Any:
+# The result URL of each backend (app.conf lookups cost more than the rest of a wait).
+_urls: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _redis_backend(app: Any) -> tuple[Any, str]:
+    """The app's result backend and its URL, once checked to be Redis."""
     backend = app.backend
-    if not hasattr(backend, "get_key_for_task") or not str(app.conf.result_backend).startswith(
+    try:
+        return backend, _urls[backend]
+    except (KeyError, TypeError):
+        pass
+    url = str(app.conf.result_backend)
+    if not hasattr(backend, "get_key_for_task") or not url.startswith(
         ("redis://", "rediss://", "unix://")
     ):
-        shown = mask_url(str(app.conf.result_backend))
+        shown = mask_url(url)
         raise ConfigError(
             f"result_backend={shown!r}: waiting for jobs needs the Redis result backend "
             "(JOB_RESULT_URL=redis://...)",
             field="JOB_RESULT_URL",
         )
-    return backend
+    with contextlib.suppress(TypeError):  # a backend without weak references: no cache
+        _urls[backend] = url
+    return backend, url

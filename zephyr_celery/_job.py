@@ -72,6 +72,7 @@ class Job(Generic[P, T]):
         self.timeout = timeout
         self.rate_limit = rate_limit
         self._signature = inspect.signature(fn)
+        self._positional = _positional_range(self._signature)
         self._policy = RetryPolicy(retry, delay, backoff, max_delay)
         self._body = task_body(fn, self.is_async, self._policy, timeout)
 
@@ -150,10 +151,7 @@ class Job(Generic[P, T]):
         job_id: str | None = None,
     ) -> tuple[Any, str, Any, dict[str, Any]]:
         app = self.task.app
-        try:
-            self._signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"job {self.name}: {exc}") from None
+        self._check_arguments(args, kwargs)
         _publish.check_json(app, self._signature, self.name, args, kwargs)
         options = {
             "queue": queue if queue is not None else self.queue,
@@ -179,9 +177,48 @@ class Job(Generic[P, T]):
         Raises:
             TypeError: An argument cannot travel as JSON (nothing is enqueued).
         """
-        app, task_id, message, routed = self._prepare(args, kwargs)
-        await _publish.send_async(app, self.name, message, routed)
-        return JobHandle(task_id, app)
+        app, sending = self._enqueue(args, kwargs)
+        return JobHandle(await sending, app)
+
+    def _enqueue(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        job_id: str | None = None,
+    ) -> tuple[Any, Coroutine[Any, Any, str]]:
+        """Check the arguments; return the app and what sends the job (to await)."""
+        app = self.task.app
+        self._check_arguments(args, kwargs)
+        registered = _registry.get(self.name)
+        return app, _publish.enqueue(
+            app,
+            self.name,
+            self._signature,
+            args,
+            kwargs,
+            queue=queue if queue is not None else self.queue,
+            priority=priority if priority is not None else self.priority,
+            # What route_job routes this name by (a template depends on it).
+            route=None if registered is None else (registered.queue, registered.priority),
+            job_id=job_id,
+            countdown=countdown,
+            eta=eta,
+        )
+
+    def _check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError unless the function accepts these arguments."""
+        low, high = self._positional
+        if not kwargs and low <= len(args) <= high:
+            return  # positional arguments only, as many as it takes: no need to bind
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"job {self.name}: {exc}") from None
 
     def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
         """:meth:`delay` for synchronous code (blocks until the broker has it)."""
@@ -213,7 +250,7 @@ class Job(Generic[P, T]):
         """
         if priority is not None:
             _check_priority(priority)
-        app, task_id, message, routed = self._prepare(
+        app, sending = self._enqueue(
             list(args or ()),
             dict(kwargs or {}),
             countdown=countdown,
@@ -222,8 +259,7 @@ class Job(Generic[P, T]):
             priority=priority,
             job_id=job_id,
         )
-        await _publish.send_async(app, self.name, message, routed)
-        return JobHandle(task_id, app)
+        return JobHandle(await sending, app)
 
 
 class AsyncJob(Job[P, T]):
@@ -330,6 +366,26 @@ def job(
         return new
 
     return decorate if fn is None else decorate(fn)
+
+
+def _positional_range(signature: inspect.Signature) -> tuple[int, float]:
+    """How many positional arguments alone make a valid call: (fewest, most).
+
+    ``(1, 0)`` (no count) when a keyword-only parameter has no default: then every
+    call is checked by binding.
+    """
+    kinds = inspect.Parameter
+    low, high = 0, 0.0
+    for parameter in signature.parameters.values():
+        if parameter.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD):
+            high += 1
+            if parameter.default is kinds.empty:
+                low = int(high)
+        elif parameter.kind is kinds.VAR_POSITIONAL:
+            high = float("inf")
+        elif parameter.kind is kinds.KEYWORD_ONLY and parameter.default is kinds.empty:
+            return 1, 0
+    return low, high
 
 
 def _origin(fn: Callable[..., Any]) -> str:

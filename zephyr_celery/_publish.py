@@ -11,6 +11,10 @@ handed to one publisher thread per process, which sends whatever has queued up
 since its last pass through ``send_task_message`` inside a kombu producer batch:
 on Redis a single pipelined round trip for many jobs, on RabbitMQ plain publishes.
 The awaiting caller resumes when its message is on the broker.
+
+Async callers on a Redis broker skip the thread: :func:`enqueue` renders the
+message from a per-route template checked against Celery's own output, or has
+Celery build it, and sends it from the event loop (:mod:`zephyr_celery._redis_publish`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import inspect
 import os
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celery import signals
 from kombu.serialization import dumps as _kombu_dumps
 from kombu.utils.uuid import uuid
 
 from zephyr_celery import _redis_publish
+from zephyr_celery._redis_message import Commands, new_id
 
 _dumps: Callable[..., Any] = _kombu_dumps
 
@@ -121,6 +127,127 @@ def build(
         **routed,
     )
     return task_id, message, routed
+
+
+async def enqueue(
+    app: Any,
+    name: str,
+    signature: inspect.Signature,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    queue: str | None,
+    priority: int | None,
+    route: Hashable,
+    job_id: str | None = None,
+    countdown: float | None = None,
+    eta: Any = None,
+) -> str:
+    """Check, build and send one job message from a coroutine; return the job id.
+
+    On a Redis broker, a message Celery would send unchanged by anything but its
+    arguments and ids is rendered from its route's template (see
+    :mod:`zephyr_celery._redis_message`); any other goes through Celery: a delay
+    (countdown, eta), a job enqueued by a running job (lineage headers), publish
+    signal receivers (Celery calls them), other routers than ours, or a route whose
+    template did not reproduce Celery's output.
+
+    Args:
+        route: What ``route_job`` would route ``name`` by (the registered job's queue
+            and priority): part of the template's key with ``queue`` and ``priority``.
+
+    Raises:
+        TypeError: An argument cannot travel as JSON (nothing is sent).
+        ValueError: A negative countdown.
+    """
+    if countdown is not None and countdown < 0:
+        raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
+    publisher = _redis_publish.current(app)
+    if publisher is None and _redis_publish.eligible(app):
+        publisher = await _redis_publish.publisher_for(app)
+    if (
+        publisher is not None
+        and countdown is None
+        and eta is None
+        and (job_id is None or type(job_id) is str)
+        and _plain_send(app)
+    ):
+        found = publisher
+        router = app.amqp.router  # replaced by Celery when task_routes changes
+        options = {"queue": queue, "priority": priority}
+        template = found.template(
+            (name, queue, priority, route, router),
+            lambda sample_args, sample_kwargs, sample_id: _sample(
+                found, app, router, name, options, sample_args, sample_kwargs, sample_id
+            ),
+        )
+        if template is not None:
+            task_id = job_id or new_id()
+            try:
+                packed = template.render(task_id, args, kwargs, app.thread_oid, app.clock.forward)
+            except Exception:
+                # Not JSON: name the argument. (Should the arguments be fine after
+                # all, Celery's path below builds the message.)
+                check_json(app, signature, name, args, kwargs)
+            else:
+                await found.send_packed(packed, template.replies)
+                return task_id
+    check_json(app, signature, name, args, kwargs)
+    task_id, message, routed = build(
+        app,
+        name,
+        args,
+        kwargs,
+        task_id=job_id,
+        countdown=countdown,
+        eta=eta,
+        options={"queue": queue, "priority": priority},
+    )
+    await send_async(app, name, message, routed)
+    return task_id
+
+
+#: The router ``create_app`` configures (``task_routes``): it routes by job name only.
+_OUR_ROUTER = "zephyr_celery._job.route_job"
+
+
+def _plain_send(app: Any) -> bool:
+    """Whether sending now involves nothing but the message (checked per message)."""
+    return (
+        not signals.before_task_publish.receivers
+        and not signals.after_task_publish.receivers
+        and not signals.task_sent.receivers
+        and app.current_worker_task is None
+    )
+
+
+def _sample(
+    publisher: _redis_publish.RedisPublisher,
+    app: Any,
+    router: Any,
+    name: str,
+    options: dict[str, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    task_id: str,
+) -> Commands:
+    """Celery's commands for one message of this route (for making its template)."""
+    if not _routes_by_name_only(app) or router is not app.amqp.router:
+        return []  # a router may look at the arguments: no template
+    _, message, routed = build(app, name, args, kwargs, task_id=task_id, options=options)
+    commands: Commands = publisher.commands_for(name, message, routed)
+    return commands
+
+
+def _routes_by_name_only(app: Any) -> bool:
+    routes = app.conf.task_routes
+    if routes is None:
+        return True
+    if isinstance(routes, str) or not isinstance(routes, list | tuple):
+        routes = (routes,)
+    from zephyr_celery._job import route_job
+
+    return all(route == _OUR_ROUTER or route is route_job for route in routes)
 
 
 def send_now(app: Any, name: str, message: Any, options: dict[str, Any]) -> None:

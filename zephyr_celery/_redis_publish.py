@@ -1,30 +1,44 @@
 """Publishing to a Redis broker from the event loop, in kombu's exact format.
 
-Celery's ``send_task_message`` runs as usual (routing, the message, the
-``task-sent`` event), through a kombu producer of the real Redis transport; only
-the last step differs. kombu's Redis channel can hand its final commands
-(``LPUSH`` of the message, ``PUBLISH`` of the event) to a publish batch instead of
-sending them (``_publish_batch``, the hook ``Producer.batch()`` uses). We collect
-them that way, then send them with redis.asyncio: the loop never blocks, and the
-commands of every job enqueued in the same loop iteration share one pipelined
-round trip. Workers consume the messages unchanged.
+A job message is two Redis commands: ``LPUSH`` of kombu's envelope onto the queue's
+list and ``PUBLISH`` of Celery's ``task-sent`` event. They are made one of two ways:
 
-Used when the broker is a plain ``redis://`` URL without a global key prefix or
-queue expiry (the commands would need them); otherwise the publisher thread does it.
+- rendered from a per-route template cut from Celery's own output and checked
+  against it (:mod:`zephyr_celery._redis_message`), when the route allows; or
+- by Celery's ``send_task_message`` as usual (routing, the message, the event),
+  through a kombu producer of the real Redis transport, with only the last step
+  changed: kombu's Redis channel hands its final commands to a publish batch
+  (``_publish_batch``, the hook ``Producer.batch()`` uses) which records them
+  instead of sending them.
+
+Either way the commands go out on the publisher's own connection from the event
+loop: the loop never blocks, a caller resumes once Redis has replied to its
+commands, and the commands of every job enqueued in the same loop iteration share
+one write. Workers consume the messages unchanged.
+
+Used when the broker is a plain ``redis://`` URL (an address, a database and
+credentials) without a global key prefix (the commands would need it); otherwise
+the publisher thread does it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import threading
 import weakref
+from collections.abc import Callable, Hashable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from zephyr_celery import _redis_wire
+from zephyr_celery._redis_message import Sampler, Template, make_template
+from zephyr_celery._redis_wire import pack
+
+# Connection losses a send retries under Celery's publish retry policy.
+_RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class _Collector:
@@ -50,14 +64,20 @@ class _CaptureState:
 
 
 class RedisPublisher:
-    """Sends captured commands for one app on one event loop, pipelining what queues up."""
+    """Sends one app's job messages from one event loop, pipelining what queues up."""
 
     def __init__(self, app: Any, producer: Any) -> None:
         self.app = app
         self.producer = producer
-        self.client = aioredis.Redis.from_url(str(app.conf.broker_url))
-        self._pending: list[tuple[list[tuple[str, tuple[Any, ...]]], asyncio.Future[None]]] = []
-        self._flushing = False
+        self.loop = asyncio.get_running_loop()
+        url = str(app.conf.broker_url)
+        params = _redis_wire.plain_params(url)
+        assert params is not None  # eligible() checked
+        self._params = params
+        self._wire: _redis_wire.Replies | None = None
+        self._connecting: asyncio.Future[_redis_wire.Replies] | None = None
+        self._templates: dict[Hashable, Template | None] = {}
+        self._forks = _forks
         self._closer = asyncio.get_running_loop().create_task(self._close_with_loop())
         policy = dict(app.conf.task_publish_retry_policy or {})
         self._retry_policy = (
@@ -66,6 +86,13 @@ class RedisPublisher:
             float(policy.get("interval_step", 0.2) or 0),
             float(policy.get("interval_max", 1) or 0),
         )
+        self._repr_limits = (
+            app.amqp.argsrepr_maxsize,
+            app.amqp.kwargsrepr_maxsize,
+            app.conf.task_repr_maxlevels,
+        )
+
+    # -- making messages ----------------------------------------------------------
 
     def commands_for(self, name: str, message: Any, options: dict[str, Any]) -> list[Any]:
         """Run Celery's send_task_message and return the Redis commands it produced."""
@@ -80,86 +107,86 @@ class RedisPublisher:
             del local.current
         return collector.commands
 
-    async def send(self, name: str, message: Any, options: dict[str, Any]) -> None:
-        commands = self.commands_for(name, message, options)
-        if not self._flushing:
-            # Nothing in flight: send straight away. Jobs enqueued meanwhile queue up
-            # and go together in the next round trip.
-            self._flushing = True
-            try:
-                await self._execute(commands)
-            finally:
-                if self._pending:
-                    asyncio.get_running_loop().create_task(self._flush())
-                else:
-                    self._flushing = False
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((commands, future))
-        await future
+    def template(self, key: Hashable, sample: Sampler) -> Template | None:
+        """The template of the route ``key`` (made on first use; ``None``: use Celery).
 
-    async def _flush(self) -> None:
-        self._flushing = True
+        ``sample`` builds and captures a message of that route through Celery.
+        """
+        if self._forks != _forks:  # a forked child: origin, pid and hostname changed
+            self._templates.clear()
+            self._forks = _forks
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._execute([c for commands, _ in batch for c in commands])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:
-            self._flushing = False
+            return self._templates[key]
+        except KeyError:
+            pass
+        args_max, kwargs_max, maxlevels = self._repr_limits
+        found = None
+        if args_max == kwargs_max:  # one limit for both (Celery's default)
+            found = make_template(sample, self.app.thread_oid, args_max, maxlevels)
+        self._templates[key] = found
+        return found
 
-    async def _execute(self, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Send the commands in one write and read every reply, retrying on a lost
-        connection as Celery's publish retry policy says (a retried batch can
-        deliver a message twice: at-least-once)."""
-        retries, interval, step, ceiling = self._retry_policy
-        attempt = 0
-        while True:
+    # -- sending ------------------------------------------------------------------
+
+    async def send(self, name: str, message: Any, options: dict[str, Any]) -> None:
+        """Send a message Celery built (its commands captured from send_task_message)."""
+        commands = self.commands_for(name, message, options)
+        await self.send_packed(pack(commands), len(commands))
+
+    async def send_packed(self, packed: bytes, replies: int) -> None:
+        """Send packed commands and wait for their replies, retrying on a lost
+        connection as Celery's publish retry policy says (a retried message can be
+        delivered twice: at-least-once)."""
+        wire = self._wire
+        if wire is not None and not wire.closed:  # the usual case, kept short
             try:
-                await self._execute_once(commands)
+                await wire.submit(packed, replies)
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                attempt += 1
-                if attempt > retries:
+            except _RETRIED:
+                if not self._retry_policy[0]:
                     raise
+                failed = 1
+        else:
+            failed = 0
+        retries, interval, step, ceiling = self._retry_policy
+        while True:
+            if failed:
                 await asyncio.sleep(interval)
                 interval = min(interval + step, ceiling)
+            try:
+                wire = await self._connection()
+                await wire.submit(packed, replies)
+                return
+            except _RETRIED:
+                failed += 1
+                if failed > retries:
+                    raise
 
-    async def _execute_once(self, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
-        pool: Any = self.client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            packed = connection.pack_commands([(name.upper(), *args) for name, args in commands])
-            await connection.send_packed_command(packed)
-            errors = []
-            for _ in commands:
-                reply = await connection.read_response()
-                if isinstance(reply, ResponseError):
-                    errors.append(reply)
-            if errors:
-                raise errors[0]
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+    async def _connection(self) -> _redis_wire.Replies:
+        wire = self._wire
+        if wire is not None and not wire.closed:
+            return wire
+        params = self._params
+        connecting = self._connecting
+        if connecting is None or connecting.done():
+            loop = asyncio.get_running_loop()
+            connecting = self._connecting = asyncio.ensure_future(
+                _redis_wire.connect(params, lambda: _redis_wire.Replies(loop))
+            )
+            connecting.add_done_callback(self._connected)
+        return await asyncio.shield(connecting)
+
+    def _connected(self, connecting: asyncio.Future[_redis_wire.Replies]) -> None:
+        if not connecting.cancelled() and connecting.exception() is None:
+            self._wire = connecting.result()
 
     async def _close_with_loop(self) -> None:
-        # Lives as long as the loop: cancelled at its shutdown, it closes the client.
+        # Lives as long as the loop: cancelled at its shutdown, it closes the connection.
         try:
             await asyncio.Event().wait()
         finally:
-            with contextlib.suppress(BaseException):
-                async with asyncio.timeout(2):
-                    await self.client.aclose()
+            if self._wire is not None:
+                self._wire.close()
 
 
 _eligible: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -167,6 +194,9 @@ _eligible: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 def eligible(app: Any) -> bool:
     """Whether ``app``'s broker can take the asyncio path (decided once per app)."""
+    last = _last()
+    if last is not None and last.app is app:  # it has a publisher: it is
+        return True
     found = _eligible.get(app)
     if found is None:
         found = _eligible[app] = _check_eligible(app)
@@ -180,6 +210,7 @@ def _check_eligible(app: Any) -> bool:
         url.startswith("redis://")
         and not options.get("global_keyprefix")
         and not app.conf.broker_use_ssl
+        and _redis_wire.plain_params(url) is not None
     )
 
 
@@ -187,7 +218,7 @@ _lock = threading.Lock()
 _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, RedisPublisher]] = (
     weakref.WeakKeyDictionary()
 )
-_producers: dict[int, Any] = {}
+_producers: dict[int, tuple[weakref.ref[Any], Any]] = {}
 
 
 def _make_producer(app: Any) -> Any:
@@ -197,18 +228,70 @@ def _make_producer(app: Any) -> Any:
     return producer
 
 
+# Forks of this process so far (templates hold the pid and the node name).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks, _last
+    _forks += 1
+    _last = _none
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+# The publisher found last, with its loop: most calls ask for the same one again.
+# (Weakly: a publisher lives as long as its loop, and keeps its app alive.)
+def _none() -> RedisPublisher | None:
+    return None
+
+
+_last: Callable[[], RedisPublisher | None] = _none
+
+
+def current(app: Any) -> RedisPublisher | None:
+    """The publisher :func:`publisher_for` returned last, if it is the running loop's
+    for ``app`` (the usual case, found without a coroutine)."""
+    last = _last()
+    if last is not None and last.app is app and last.loop is asyncio.get_running_loop():
+        return last
+    return None
+
+
 async def publisher_for(app: Any) -> RedisPublisher:
     """The running loop's publisher for ``app``."""
+    global _last
     loop = asyncio.get_running_loop()
+    last = _last()
+    if last is not None and last.loop is loop and last.app is app:
+        return last
     by_app = _publishers.get(loop)
     if by_app is None:
         by_app = _publishers[loop] = {}
     publisher = by_app.get(id(app))
     if publisher is None or publisher.app is not app:
-        producer = _producers.get(id(app))
-        if producer is None or producer.connection is None:
-            producer = await asyncio.to_thread(_make_producer, app)
-            with _lock:
-                _producers[id(app)] = producer
-        publisher = by_app[id(app)] = RedisPublisher(app, producer)
+        # The first jobs of a loop may be sent all at once: one of them makes the
+        # publisher (a producer connects in a thread), the others wait for it.
+        making = _making.get((loop, id(app)))
+        if making is None or making.done():
+            making = _making[(loop, id(app))] = loop.create_task(_make_publisher(app, by_app))
+            making.add_done_callback(lambda _: _making.pop((loop, id(app)), None))
+        publisher = await asyncio.shield(making)
+    _last = weakref.ref(publisher)
+    return publisher
+
+
+_making: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Task[RedisPublisher]] = {}
+
+
+async def _make_publisher(app: Any, by_app: dict[int, RedisPublisher]) -> RedisPublisher:
+    found = _producers.get(id(app))
+    # (The id of an app gone may be another app's now: the producer must be its own.)
+    producer = found[1] if found is not None and found[0]() is app else None
+    if producer is None or producer.connection is None:
+        producer = await asyncio.to_thread(_make_producer, app)
+        with _lock:
+            _producers[id(app)] = (weakref.ref(app), producer)
+    publisher = by_app[id(app)] = RedisPublisher(app, producer)
     return publisher
