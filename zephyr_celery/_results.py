@@ -4,7 +4,10 @@ Celery's Redis backend writes each result under its key and publishes it on a
 channel of the same name. A waiter subscribes to that channel, and once Redis has
 confirmed the subscription reads the key once, which closes the race with a result
 stored before the subscription. One pub/sub connection per event loop and result
-Redis carries every wait of that loop; subscriptions are sent in batches.
+Redis carries every wait of that loop: the waits of one loop iteration share one
+SUBSCRIBE, finished ones are unsubscribed in batches, and on a plain ``redis://``
+or ``unix://`` URL the connection is a lean protocol of our own
+(:mod:`zephyr_celery._redis_wire`) rather than redis-py's general client.
 
 A reconnection resubscribes everything still awaited and reads the keys again, so a
 result published while the connection was down is not missed.
@@ -23,10 +26,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from zephyr_celery import _redis_wire
+
 # Celery's states after which a job's result no longer changes.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 Decode = Callable[[bytes], dict[str, Any]]
+
+#: Channels of finished waits are unsubscribed in batches: at most this many...
+UNSUBSCRIBE_BATCH = 1000
+#: ...or after this many seconds.
+UNSUBSCRIBE_DELAY = 0.05
 
 
 class ResultWaiter:
@@ -35,35 +45,45 @@ class ResultWaiter:
     def __init__(self, url: str, decode: Decode) -> None:
         self.url = url
         self.decode = decode
-        self._client = aioredis.Redis.from_url(url)
+        self._loop = asyncio.get_running_loop()
+        self._client = aioredis.Redis.from_url(url)  # reads the stored results
+        # Plain URLs get the lean pub/sub connection; others redis-py's.
+        self._params = _redis_wire.plain_params(url)
         self._waiting: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
+        # Channels to (un)subscribe on the current connection, sent in batches.
         self._subscribe: set[bytes] = set()
         self._unsubscribe: set[bytes] = set()
+        self._send: Callable[[str, list[bytes]], None] | None = None
+        self._flush_soon = False
+        self._unsubscribe_timer: asyncio.TimerHandle | None = None
         self._check: set[bytes] = set()
-        self._wake = asyncio.Event()
         self._check_wake = asyncio.Event()
-        # A channel of our own keeps the connection subscribed while nothing waits.
+        self._backoff = 0.05
+        # redis-py's pub/sub needs a subscription to read from while nothing waits.
         self._own = f"zephyr:waiter:{uuid.uuid4().hex}".encode()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        self._checker = asyncio.get_running_loop().create_task(self._check_loop())
+        self._task = self._loop.create_task(self._run())
+        self._checker = self._loop.create_task(self._check_loop())
 
     async def wait(self, key: bytes, timeout: float | None) -> dict[str, Any]:
         """The stored meta of ``key`` once its job is done (raises TimeoutError)."""
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         futures = self._waiting.get(key)
         if futures is None:
             self._waiting[key] = [future]
             self._unsubscribe.discard(key)
             self._subscribe.add(key)
-            self._wake.set()
+            if not self._flush_soon:  # one SUBSCRIBE for all waits of this iteration
+                self._flush_soon = True
+                self._loop.call_soon(self._flush)
         else:
             futures.append(future)
+        timer = None if timeout is None else self._loop.call_later(timeout, _expire, future)
         try:
-            if timeout is None:
-                return await future
-            return await asyncio.wait_for(future, timeout)
+            return await future
         finally:
-            if not future.done() or future.cancelled():
+            if timer is not None:
+                timer.cancel()
+            if future.cancelled() or not future.done() or future.exception() is not None:
                 self._forget(key, future)
 
     def _forget(self, key: bytes, future: asyncio.Future[dict[str, Any]]) -> None:
@@ -75,8 +95,7 @@ class ResultWaiter:
         if not futures:
             del self._waiting[key]
             self._subscribe.discard(key)
-            self._unsubscribe.add(key)
-            self._wake.set()
+            self._unsubscribe_later(key)
 
     def _deliver(self, key: bytes, raw: bytes | None) -> None:
         if raw is None or key not in self._waiting:
@@ -90,65 +109,130 @@ class ResultWaiter:
         for future in self._waiting.pop(key):
             if not future.done():
                 future.set_result(meta)
-        self._unsubscribe.add(key)
-        self._wake.set()
+        self._unsubscribe_later(key)
+
+    def _on_push(self, kind: bytes, channel: bytes, data: Any) -> None:
+        if kind == b"message":
+            self._deliver(channel, data)
+        elif kind == b"subscribe" and channel in self._waiting:
+            # Subscribed: a result stored before this moment is read instead.
+            self._check.add(channel)
+            self._check_wake.set()
+
+    # -- (un)subscribing --------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if self._send is not None and self._subscribe:
+            channels = list(self._subscribe)
+            self._subscribe.clear()
+            self._send("SUBSCRIBE", channels)
+
+    def _unsubscribe_later(self, key: bytes) -> None:
+        # Nothing is lost by unsubscribing late (a message nobody waits for is
+        # dropped), so channels are let go in batches, not one command per result.
+        unsubscribe = self._unsubscribe
+        unsubscribe.add(key)
+        if len(unsubscribe) >= UNSUBSCRIBE_BATCH:
+            self._flush_unsubscribe()
+        elif self._unsubscribe_timer is None:
+            self._unsubscribe_timer = self._loop.call_later(
+                UNSUBSCRIBE_DELAY, self._flush_unsubscribe
+            )
+
+    def _flush_unsubscribe(self) -> None:
+        if self._unsubscribe_timer is not None:
+            self._unsubscribe_timer.cancel()
+            self._unsubscribe_timer = None
+        channels = [c for c in self._unsubscribe if c not in self._waiting]
+        self._unsubscribe.clear()
+        if self._send is not None and channels:
+            self._send("UNSUBSCRIBE", channels)
+
+    # -- the connection ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = 0.05
         try:
             while True:
                 try:
-                    await self._session()
+                    if self._params is not None:
+                        await self._session(self._params)
+                    else:
+                        await self._session_redis_py()
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     # Whatever was subscribed must be again, and read again.
                     self._subscribe |= set(self._waiting)
                     self._unsubscribe.clear()
-                    self._wake.set()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                else:
-                    backoff = 0.05
+                    await asyncio.sleep(self._backoff)
+                    self._backoff = min(self._backoff * 2, 2.0)
         finally:
+            self._send = None
+            if self._unsubscribe_timer is not None:
+                self._unsubscribe_timer.cancel()
             self._checker.cancel()
             await _quietly(self._checker)
             await _quietly(self._client.aclose())
 
-    async def _session(self) -> None:
+    def _start_sending(self, send: Callable[[str, list[bytes]], None]) -> None:
+        """A connection is up: send through it, first what is waited for now."""
+        self._backoff = 0.05
+        self._unsubscribe.clear()  # a new connection has no old subscriptions
+        self._send = send
+        self._flush()
+
+    async def _session(self, params: dict[str, Any]) -> None:
+        loop = self._loop
+        wire: _redis_wire.PubSub = await _redis_wire.connect(
+            params, lambda: _redis_wire.PubSub(loop, self._on_push)
+        )
+        try:
+            self._start_sending(
+                lambda command, channels: wire.send(_redis_wire.pack([(command, tuple(channels))]))
+            )
+            await wire.lost  # raises once the connection is gone
+        finally:
+            self._send = None
+            wire.close()
+
+    async def _session_redis_py(self) -> None:
         pubsub: Any = self._client.pubsub()
+        commands: list[tuple[str, list[bytes]]] = []
+        wake = asyncio.Event()
+
+        def send(command: str, channels: list[bytes]) -> None:
+            commands.append((command, channels))
+            wake.set()
+
+        async def sender() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                while commands:
+                    command, channels = commands.pop(0)
+                    if command == "SUBSCRIBE":
+                        await pubsub.subscribe(*channels)
+                    else:
+                        await pubsub.unsubscribe(*channels)
+
         try:
             await pubsub.subscribe(self._own)
-            sender = asyncio.create_task(self._send_subscriptions(pubsub))
+            self._start_sending(send)
+            sending = asyncio.create_task(sender())
             try:
                 while True:
                     message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    kind, channel = message["type"], cast(bytes, message["channel"])
-                    if kind == "message":
-                        self._deliver(channel, cast(bytes, message["data"]))
-                    elif kind == "subscribe" and channel in self._waiting:
-                        self._check.add(channel)
-                        self._check_wake.set()
+                    if message is not None:
+                        kind = str(message["type"]).encode()
+                        self._on_push(kind, cast(bytes, message["channel"]), message["data"])
             finally:
-                sender.cancel()
-                await _quietly(sender)
+                sending.cancel()
+                await _quietly(sending)
         finally:
+            self._send = None
             await _quietly(pubsub.aclose())
 
-    async def _send_subscriptions(self, pubsub: Any) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._subscribe:
-                channels, self._subscribe = list(self._subscribe), set()
-                await pubsub.subscribe(*channels)
-            if self._unsubscribe:
-                channels = [c for c in self._unsubscribe if c not in self._waiting]
-                self._unsubscribe = set()
-                if channels:
-                    await pubsub.unsubscribe(*channels)
-
     async def _check_loop(self) -> None:
+        backoff = 0.05
         while True:
             await self._check_wake.wait()
             self._check_wake.clear()
@@ -159,13 +243,26 @@ class ResultWaiter:
                 try:
                     values = await self._client.mget(chunk)
                 except (RedisConnectionError, RedisTimeoutError, OSError):
-                    continue  # the reconnection reads them again
+                    # Subscribed, but the read failed (Redis still loading its data
+                    # after a restart answers LOADING, say): read them again soon. A
+                    # result stored before the subscription would be missed otherwise.
+                    self._check.update(keys[start:])
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    self._check_wake.set()
+                    break
+                backoff = 0.05
                 for key, raw in zip(chunk, values, strict=True):
                     self._deliver(key, cast(bytes | None, raw))
 
     def close(self) -> None:
         """Stop waiting; the connections close as the task ends."""
         self._task.cancel()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 async def _quietly(awaitable: Any) -> None:
