@@ -88,14 +88,6 @@ async def test_negative_timeout_is_refused(redis_app: Any) -> None:
         await JobHandle("x").wait(timeout=-1)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known bug, see the session 1 closing note: after a Redis restart a worker can "
-        "fail to reconnect (kombu _connparams: conninfo is None) or a wait never "
-        "resolves; it fails in some runs only"
-    ),
-    strict=False,
-)
 async def test_wait_survives_a_redis_restart(own_redis: RedisServer) -> None:
     """A wait started before Redis restarts gets the result stored after it."""
     app = create_app(Settings(JOB_QUEUE_URL=own_redis.url()))
