@@ -2,11 +2,13 @@
 
 The proposal's load test: N async jobs, ``await job.delay(...)`` each, then wait
 for all of them; end-to-end jobs/s with our documented worker
-(``celery -A module worker`` on our app: prefork, concurrency 2). In the same run a
-plain Celery app with default settings (``@app.task``, the default prefork worker,
-``.delay()`` then ``ResultSet.join_native()``) on the same private Redis. Also the
-enqueue-only rate (no worker running) and the round trip of one job on an idle
-worker (p50, p99).
+(``zephyr jobs worker -A module``: prefork, JOB_WORKER_CONCURRENCY processes, 4 by
+default). In the same run a plain Celery app with default settings (``@app.task``,
+the default prefork worker, one process per core, ``.delay()`` then
+``ResultSet.join_native()``) on the same private Redis, and ours once more at plain
+Celery's concurrency, so the gain of the process count is seen apart from the rest.
+Also the enqueue-only rate (no worker running) and the round trip of one job on an
+idle worker (p50, p99).
 
     .venv/bin/python benchmarks/jobs_throughput.py [--jobs 10000]
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import RedisServer  # noqa: E402
 
 CELERY = Path(sys.executable).with_name("celery")
+ZEPHYR = Path(sys.executable).with_name("zephyr")
 
 OURS = textwrap.dedent(
     """
@@ -64,13 +67,10 @@ PLAIN = textwrap.dedent(
 
 
 @contextmanager
-def worker(module: str, directory: Path, env: dict[str, str], *extra: str) -> Iterator[None]:
-    """A ``celery -A module worker`` subprocess (default pool and concurrency)."""
-    log = (directory / f"{module}.log").open("wb")
-    proc = subprocess.Popen(
-        [str(CELERY), "-A", module, "worker", "-l", "warning", *extra],
-        cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+def worker(command: list[str], directory: Path, env: dict[str, str]) -> Iterator[None]:
+    """A worker subprocess running ``command``."""
+    log = (directory / "worker.log").open("ab")
+    proc = subprocess.Popen(command, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield
     finally:
@@ -153,10 +153,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
     parser.add_argument("--round-trips", type=int, default=300, help="idle round trips")
+    parser.add_argument("--pool", default=None, help="our worker's pool (default: prefork)")
     parser.add_argument(
-        "--pool", default="prefork", help="our worker's pool (Celery's default, as raw)"
+        "--concurrency", type=int, default=None, help="our worker's processes (default: 4)"
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="our worker's concurrency")
     args = parser.parse_args()
     n = args.jobs
 
@@ -175,7 +175,11 @@ def main() -> None:
             import bench_ours  # type: ignore[import-not-found]
             import bench_plain  # type: ignore[import-not-found]
 
-            ours_worker = ("--pool", args.pool, "-c", str(args.concurrency))
+            ours_worker = [str(ZEPHYR), "jobs", "worker", "-A", "bench_ours", "-l", "warning"]
+            if args.pool:
+                ours_worker += ["--pool", args.pool]
+            if args.concurrency:
+                ours_worker += ["-c", str(args.concurrency)]
             figures = run(
                 bench_ours, bench_plain, directory, env, redis, n, args.round_trips, ours_worker
             )
@@ -186,7 +190,7 @@ def main() -> None:
 
 def run(
     ours: Any, plain: Any, directory: Path, env: dict[str, str], redis: RedisServer,
-    n: int, round_trips: int, ours_worker: tuple[str, ...],
+    n: int, round_trips: int, ours_worker: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     figures: dict[str, Any] = {}
     loop = asyncio.new_event_loop()
@@ -197,17 +201,25 @@ def run(
         figures["plain_enqueue"] = plain_enqueue(plain, n)
         redis.flushall()
 
-        with worker("bench_ours", directory, env, *ours_worker):
+        with worker(ours_worker, directory, env):
             loop.run_until_complete(ours_round_trips(ours, 20))  # warm up, worker ready
             samples = loop.run_until_complete(ours_round_trips(ours, round_trips))
             figures["ours_rt"] = samples
             figures["ours_e2e"] = loop.run_until_complete(ours_end_to_end(ours, n))
         redis.flushall()
 
-        with worker("bench_plain", directory, env):
+        plain_worker = [str(CELERY), "-A", "bench_plain", "worker", "-l", "warning"]
+        with worker(plain_worker, directory, env):
             plain_round_trips(plain, 20)
             figures["plain_rt"] = plain_round_trips(plain, round_trips)
             figures["plain_e2e"] = plain_end_to_end(plain, n)
+        redis.flushall()
+
+        # Ours again with as many processes as plain Celery's default (one per core).
+        same = [*ours_worker, "-c", str(os.cpu_count() or 1)]
+        with worker(same, directory, env):
+            loop.run_until_complete(ours_round_trips(ours, 20))
+            figures["ours_e2e_same"] = loop.run_until_complete(ours_end_to_end(ours, n))
         redis.flushall()
     finally:
         loop.close()
@@ -226,6 +238,13 @@ def report(figures: dict[str, Any], n: int) -> None:
     line(
         "end to end (delay all, wait all)",
         figures["ours_e2e"],
+        figures["plain_e2e"],
+        "jobs/s",
+        rate,
+    )
+    line(
+        f"  same, ours at {os.cpu_count()} processes",
+        figures["ours_e2e_same"],
         figures["plain_e2e"],
         "jobs/s",
         rate,
