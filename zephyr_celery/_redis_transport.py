@@ -432,12 +432,15 @@ class Channel(kombu_redis.Channel):
             # Block until the first list has a message, taking nothing (a move of its
             # last element onto itself); Redis runs the pop right after it returns.
             commands.insert(0, ["BLMOVE", key, key, "RIGHT", "RIGHT", wait])
-        # Deferred acks and events go first, in the same write.
+        # Deferred acks and events go in the same write, after the pop: the socket
+        # turns readable on the first reply, and the loop then reads every reply in
+        # a row. Before a BLMOVE, their replies would wake it to block on the
+        # BLMOVE's for up to wake_timeout, the whole worker stalled.
         deferred, self._deferred = self._deferred, []
         connection = self.client.connection
-        self._pending = [(command[0], command) for command in deferred]
-        self._pending += [(command[0], None) for command in commands]
-        commands[:0] = deferred
+        self._pending = [(command[0], None) for command in commands]
+        self._pending += [(command[0], command) for command in deferred]
+        commands += deferred
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         connection.send_packed_command(connection.pack_commands(commands))
@@ -473,7 +476,7 @@ class Channel(kombu_redis.Channel):
                 except redis.ResponseError as exc:
                     reply = exc  # read every reply before raising: keep in step
                 if deferred is None:
-                    replies.append(reply)  # the BLMOVE's (if any), then the pop's
+                    replies.append(reply)  # the BLMOVE's (if any), the pop's
                 elif isinstance(reply, redis.ResponseError):
                     logger.warning("Redis refused a deferred %s: %s", name, reply)
             reply = replies[-1] if replies else None
