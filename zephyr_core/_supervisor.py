@@ -29,6 +29,10 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: Seconds between looks at the stop flag a signal handler sets.
+SIGNAL_CHECK_INTERVAL = 0.1
+
+
 class Supervisor:
     """Runs children in the foreground until Ctrl-C or until one of them dies."""
 
@@ -61,8 +65,11 @@ class Supervisor:
         self._wake.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only a flag: the handler runs in the main thread, possibly inside
+        # Event.wait() while it holds the event's lock, so Event.set() here could
+        # deadlock (it did: `zephyr up` then ignored SIGTERM). run() looks at the
+        # flag between short waits.
         self._stop_requested = True
-        self._wake.set()
 
     def start(self) -> None:
         for index, spec in enumerate(self.specs):
@@ -87,7 +94,7 @@ class Supervisor:
         try:
             self.start()
             while True:
-                self._wake.wait()
+                self._wake.wait(SIGNAL_CHECK_INTERVAL)
                 self._wake.clear()
                 if self._stop_requested:
                     self.echo("stopping...")

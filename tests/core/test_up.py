@@ -118,3 +118,45 @@ def test_supervisor_kills_a_child_that_ignores_sigterm() -> None:
     supervisor.stop()
     assert supervisor.children["stubborn"].returncode == -signal.SIGKILL
     assert any("did not stop" in line for line in lines)
+
+
+SUPERVISED = """
+import sys, time
+from zephyr_core._supervisor import ProcessSpec, Supervisor
+sleeper = ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+supervisor = Supervisor([sleeper], grace=10, echo=lambda line: print(line, flush=True))
+supervisor.start = (lambda start: lambda: (start(), print("started", flush=True)))(supervisor.start)
+raise SystemExit(supervisor.run())
+"""
+
+
+def test_supervisor_stops_on_sigterm_even_a_storm_of_them(tmp_path: Path) -> None:
+    """SIGTERM (docker stop, systemd, a CI timeout) stops it, however many arrive.
+
+    The handler once called Event.set() while the main thread sat in Event.wait()
+    holding the event's lock: a deadlock, and `zephyr up` ignored SIGTERM for good.
+    """
+    import subprocess
+
+    script = tmp_path / "supervised.py"
+    script.write_text(SUPERVISED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"started"
+        for _ in range(2000):  # back to back: some land inside the handler itself
+            proc.send_signal(signal.SIGTERM)
+        # 0, or killed by a late SIGTERM of the storm once its handler was restored.
+        assert proc.wait(15) in (0, -signal.SIGTERM)
+        assert b"stopping..." in proc.stdout.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
