@@ -63,9 +63,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": ("zephyr_celery._job.route_job",),
         "enable_utc": True,
         "timezone": "UTC",
-        "zephyr_failure_retention": getattr(
-            settings, "JOB_FAILURE_RETENTION", DEFAULT_FAILURE_RETENTION
-        ),
+        "zephyr_failure_retention": settings.JOB_FAILURE_RETENTION,
     }
     config.update(broker_settings(settings))
     # Results live on Redis whatever the broker; the same timeout there.

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     JOB_RETRY_ATTEMPTS: int = Field(3, ge=0)
     JOB_RETRY_DELAY: int = Field(60, ge=0)
     JOB_VISIBILITY_TIMEOUT: int = Field(3600, ge=1)
+    JOB_FAILURE_RETENTION: int = Field(7 * 24 * 3600, ge=1)  # seconds failed jobs are kept
     FLOWER_BASIC_AUTH: SecretStr | None = None  # "user:password"
 
     # Caching configuration

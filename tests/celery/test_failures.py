@@ -98,6 +98,14 @@ def test_retention_is_configurable_on_the_app(redis_url: str) -> None:
     store.close()
 
 
+def test_retention_comes_from_the_settings(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_FAILURE_RETENTION", "86400")
+    app = create_app(Settings(JOB_QUEUE_URL=redis_url))
+    store = failure_store(app)
+    assert store.retention == 86400
+    store.close()
+
+
 def test_the_store_lives_on_the_result_redis(redis_url: str, rabbitmq_url: str) -> None:
     app = create_app(
         Settings(JOB_QUEUE_BACKEND="rabbitmq", JOB_QUEUE_URL=rabbitmq_url, JOB_RESULT_URL=redis_url)
