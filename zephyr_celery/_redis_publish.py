@@ -74,6 +74,9 @@ class RedisPublisher:
         params = _redis_wire.plain_params(url)
         assert params is not None  # eligible() checked
         self._params = params
+        # The broker's socket_timeout (30 s from our settings), as kombu's would.
+        timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
+        self._reply_timeout = float(timeout or _redis_wire.REPLY_TIMEOUT)
         self._wire: _redis_wire.Replies | None = None
         self._connecting: asyncio.Future[_redis_wire.Replies] | None = None
         self._templates: dict[Hashable, Template | None] = {}
@@ -171,7 +174,7 @@ class RedisPublisher:
         if connecting is None or connecting.done():
             loop = asyncio.get_running_loop()
             connecting = self._connecting = asyncio.ensure_future(
-                _redis_wire.connect(params, lambda: _redis_wire.Replies(loop))
+                _redis_wire.connect(params, lambda: _redis_wire.Replies(loop, self._reply_timeout))
             )
             connecting.add_done_callback(self._connected)
         return await asyncio.shield(connecting)

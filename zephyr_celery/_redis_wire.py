@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:  # redis-py's mapping of error replies to its exception classes
     from redis._parsers import BaseParser
@@ -36,6 +37,9 @@ except ImportError:  # pragma: no cover - another redis-py layout
 
 #: Seconds to connect (and authenticate) before the attempt counts as failed.
 CONNECT_TIMEOUT = 10.0
+#: Seconds without a single reply, while replies are due, after which the peer counts
+#: as gone (a dead host sends no reset): the broker's ``socket_timeout`` by default.
+REPLY_TIMEOUT = 30.0
 #: Bytes of commands gathered for one write at most.
 FLUSH_SIZE = 1 << 20
 
@@ -94,6 +98,7 @@ class _Base(asyncio.Protocol):
         # Per submission, in order: [replies still due, future, first error].
         self._waiting: deque[list[Any]] = deque()
         self.closed = False
+        self._replies_seen = 0
         #: Set (to the error) once the connection is gone.
         self.lost: asyncio.Future[None] = loop.create_future()
 
@@ -116,6 +121,7 @@ class _Base(asyncio.Protocol):
 
     def _reply(self, error: ResponseError | None) -> bool:
         """Count one line reply against the oldest submission (False: none waits)."""
+        self._replies_seen += 1
         waiting = self._waiting
         if not waiting:
             return False
@@ -165,11 +171,37 @@ class Replies(_Base):
     write at the end of the loop iteration.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, reply_timeout: float = REPLY_TIMEOUT
+    ) -> None:
         super().__init__(loop)
+        self._reply_timeout = reply_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_soon = False
+
+    def submit(self, packed: bytes, replies: int) -> asyncio.Future[None]:
+        future = super().submit(packed, replies)
+        if self._watchdog is None and not self.closed:
+            self._watch()
+        return future
+
+    def _watch(self) -> None:
+        seen = self._replies_seen
+        self._watchdog = self._loop.call_later(self._reply_timeout, self._check_alive, seen)
+
+    def _check_alive(self, seen: int) -> None:
+        """Fail what waits when no reply at all came in for a whole reply timeout."""
+        self._watchdog = None
+        if self.closed or not self._waiting:
+            return
+        if self._replies_seen != seen:
+            self._watch()
+            return
+        self._fail(RedisTimeoutError(f"no reply from Redis in {self._reply_timeout:g}s"))
+        if self._transport is not None:
+            self._transport.abort()
 
     def _write(self, packed: bytes) -> None:
         if self._flush_soon:

@@ -124,6 +124,16 @@ class InProcessWorker(AbstractContextManager["InProcessWorker"]):
     def _close_backends(self) -> None:
         self._restore_backend_factory()
         for backend in self._backends:
+            # A job's retry sends its next attempt with Celery's apply_async, whose
+            # Redis backend subscribes to that attempt's result in a worker thread
+            # (unlike prefork children). The AsyncResult it returns unsubscribes
+            # when garbage collected, reconnecting for 20 s to a Redis that may be
+            # gone by then: drop those subscriptions while the worker stops.
+            consumer = getattr(backend, "__dict__", {}).get("result_consumer")
+            if consumer is not None and getattr(consumer, "_pubsub", None) is not None:
+                consumer.subscribed_to.clear()
+                consumer.stop()
+                consumer._pubsub = None
             client = getattr(backend, "__dict__", {}).get("client")
             if client is not None:
                 client.close()
