@@ -182,7 +182,7 @@ class QoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> None:
-        if self.channel.connection.client is None:
+        if self._channel_gone():
             # Closed again after a broker failure, its kombu connection already
             # released: kombu would fail with an AttributeError that Celery calls
             # unrecoverable, ending the worker. Redis is out of reach anyway; the
@@ -192,14 +192,27 @@ class QoS(kombu_redis.QoS):
             return
         super().restore_unacked(client)
 
+    def _channel_gone(self) -> bool:
+        # Celery acknowledges a job that finished after the broker connection broke
+        # and its channel was closed; kombu then fails with an AttributeError that
+        # Celery calls unrecoverable, ending the worker. The message is not lost:
+        # the close put it back in its queue, or it stays in the unacked record for
+        # the visibility sweep. It runs again (at least once).
+        connection = self.channel.connection
+        return connection is None or connection.client is None
+
     def ack(self, delivery_tag: str) -> None:
-        if self.channel.defer(self._removal(delivery_tag)):
+        if self._channel_gone():
+            logger.info("not acknowledged, its channel is closed: %s", delivery_tag)
+        elif self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if not requeue and self.channel.defer(self._removal(delivery_tag)):
+        if self._channel_gone():
+            logger.info("not rejected, its channel is closed: %s", delivery_tag)
+        elif not requeue and self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
         else:
             super().reject(delivery_tag, requeue=requeue)
@@ -219,7 +232,7 @@ class QoS(kombu_redis.QoS):
         restored meanwhile is not brought back.
         """
         tags = [tag for tag in self._delivered if tag not in self._dirty]
-        if not tags:
+        if not tags or self._channel_gone():
             return 0
         with self.channel.conn_or_acquire() as client:
             client.zadd(self.unacked_index_key, dict.fromkeys(tags, time()), xx=True)

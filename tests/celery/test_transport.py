@@ -262,6 +262,28 @@ def test_a_close_after_the_connection_was_released_keeps_held_messages(
     assert client.hlen("unacked") == 1
 
 
+@pytest.mark.parametrize("how", ["ack", "reject"])
+def test_a_late_ack_on_a_closed_channel_leaves_the_message_to_run_again(
+    redis_url: str, client: redis.Redis, how: str
+) -> None:
+    """A job finishing after the broker connection broke is acknowledged on a closed
+    channel: kombu raised AttributeError there, which Celery treats as unrecoverable
+    (the worker exited). The message was put back when the channel closed."""
+    queue = kombu.Queue("late-ack")
+    with connection(redis_url) as conn:
+        publish(conn, queue, 1)
+        channel = conn.channel()
+        held = queue(channel).get()
+        assert held is not None
+        # Celery's consumer restores what it holds as the connection breaks, then
+        # closes the channel (which then drops its Redis pools and its transport).
+        channel.qos.restore_unacked_once()
+        channel.close()
+        held.ack() if how == "ack" else held.reject()
+    assert client.llen("late-ack") == 1
+    assert client.hlen("unacked") == 0
+
+
 def test_the_pop_script_survives_a_script_flush(redis_url: str, client: redis.Redis) -> None:
     """Redis restarted (or SCRIPT FLUSH): the consumer sends the script again."""
     queue = kombu.Queue("flushed")
