@@ -140,35 +140,14 @@ class Job(Generic[P, T]):
     # -- enqueueing ---------------------------------------------------------------
 
     def _prepare(
-        self,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        *,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        job_id: str | None = None,
+        self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[Any, str, Any, dict[str, Any]]:
+        """Check the arguments and build the message with Celery (synchronous callers)."""
         app = self.task.app
         self._check_arguments(args, kwargs)
         _publish.check_json(app, self._signature, self.name, args, kwargs)
-        options = {
-            "queue": queue if queue is not None else self.queue,
-            "priority": priority if priority is not None else self.priority,
-        }
-        if countdown is not None and countdown < 0:
-            raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
-        task_id, message, routed = _publish.build(
-            app,
-            self.name,
-            args,
-            kwargs,
-            task_id=job_id,
-            countdown=countdown,
-            eta=eta,
-            options=options,
-        )
+        options = {"queue": self.queue, "priority": self.priority}
+        task_id, message, routed = _publish.build(app, self.name, args, kwargs, options=options)
         return app, task_id, message, routed
 
     async def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:

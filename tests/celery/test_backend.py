@@ -24,7 +24,15 @@ from celery.app.task import Context
 from celery.backends.redis import RedisBackend as CeleryRedisBackend
 from celery.result import AsyncResult, GroupResult
 
-from tests.servers import RedisServer, free_port, need, port_open, redis_binary, wait_until
+from tests.servers import (
+    RedisServer,
+    free_port,
+    need,
+    port_open,
+    redis_binary,
+    self_signed_certificate,
+    wait_until,
+)
 from zephyr_celery import JobHandle, create_app, job, testing
 from zephyr_celery._backend import STORE_RESULT_SHA, RedisBackend
 from zephyr_core import Settings
@@ -393,13 +401,7 @@ def test_groups_and_chords_complete(redis_app: Any) -> None:
 
 def test_tls_stores_the_same(tmp_path: Path) -> None:
     need(redis_binary() is not None and shutil.which("openssl") is not None, "redis + openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     port = free_port()
     server = subprocess.Popen(
         [str(redis_binary()), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",

@@ -386,17 +386,23 @@ async def test_a_router_that_reads_arguments_is_honoured(redis_url: str) -> None
         client.close()
 
 
+def only_queued_headers(redis_url: str, queue: str) -> dict[str, Any]:
+    """The protocol headers of the one message waiting in ``queue``."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        (raw,) = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    headers: dict[str, Any] = json.loads(raw)["headers"]
+    return headers
+
+
 async def test_countdown_goes_through_celery_with_an_eta(redis_app: Any, redis_url: str) -> None:
     @job
     async def later() -> None: ...
 
     handle = await later.apply_async(countdown=60)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        (raw,) = client.lrange("celery", 0, -1)
-    finally:
-        client.close()
-    headers = json.loads(raw)["headers"]
+    headers = only_queued_headers(redis_url, "celery")
     assert headers["id"] == handle
     eta = dt.datetime.fromisoformat(headers["eta"])
     assert 50 < (eta - dt.datetime.now(dt.UTC)).total_seconds() <= 60
@@ -419,12 +425,7 @@ def test_a_job_enqueued_by_a_job_keeps_its_lineage(redis_app: Any, redis_url: st
 
     with testing.worker(redis_app):
         parent_id, child_id = asyncio.run(run())
-    client = redis.Redis.from_url(redis_url)
-    try:
-        (raw,) = client.lrange("children", 0, -1)
-    finally:
-        client.close()
-    headers = json.loads(raw)["headers"]
+    headers = only_queued_headers(redis_url, "children")
     assert headers["id"] == child_id
     assert headers["parent_id"] == parent_id and headers["root_id"] == parent_id
 

@@ -22,7 +22,14 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
-from tests.servers import free_port, need, port_open, redis_binary, wait_until
+from tests.servers import (
+    free_port,
+    need,
+    port_open,
+    redis_binary,
+    self_signed_certificate,
+    wait_until,
+)
 from zephyr_celery import create_app
 from zephyr_celery._redis_transport import MAX_POP_BATCH, POP_SCRIPT, Transport, sweep_interval
 from zephyr_celery._transport import (
@@ -458,13 +465,7 @@ def test_passwords_work(private_redis: Any) -> None:
 
 def test_tls_works(private_redis: Any, tmp_path: Path) -> None:
     need(shutil.which("openssl") is not None, "openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     tls_port = free_port()
     private_redis(
         "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
