@@ -181,28 +181,20 @@ class QoS(kombu_redis.QoS):
         else:  # a fanout (pub/sub) message, or one popped by something else
             super().append(message, delivery_tag)
 
+    # After a broker failure Celery closes the channel and may still restore,
+    # acknowledge or refresh through it; kombu then fails with an AttributeError
+    # that Celery calls unrecoverable, ending the worker. Nothing is lost by doing
+    # nothing instead: the close put held messages back in their queue, or they
+    # stay in the unacked record for the visibility sweep. They run again.
+
     def restore_unacked(self, client: Any = None) -> None:
-        if self._channel_gone():
-            # Closed again after a broker failure, its kombu connection already
-            # released: kombu would fail with an AttributeError that Celery calls
-            # unrecoverable, ending the worker. Redis is out of reach anyway; the
-            # messages stay in the unacked record and a live consumer's sweep
-            # restores them after the visibility timeout.
+        if self.channel.released():
             self._delivered.clear()
             return
         super().restore_unacked(client)
 
-    def _channel_gone(self) -> bool:
-        # Celery acknowledges a job that finished after the broker connection broke
-        # and its channel was closed; kombu then fails with an AttributeError that
-        # Celery calls unrecoverable, ending the worker. The message is not lost:
-        # the close put it back in its queue, or it stays in the unacked record for
-        # the visibility sweep. It runs again (at least once).
-        connection = self.channel.connection
-        return connection is None or connection.client is None
-
     def ack(self, delivery_tag: str) -> None:
-        if self._channel_gone():
+        if self.channel.released():
             logger.info("not acknowledged, its channel is closed: %s", delivery_tag)
         elif self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)
@@ -210,7 +202,7 @@ class QoS(kombu_redis.QoS):
             super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if self._channel_gone():
+        if self.channel.released():
             logger.info("not rejected, its channel is closed: %s", delivery_tag)
         elif not requeue and self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
@@ -232,7 +224,7 @@ class QoS(kombu_redis.QoS):
         restored meanwhile is not brought back.
         """
         tags = [tag for tag in self._delivered if tag not in self._dirty]
-        if not tags or self._channel_gone():
+        if not tags or self.channel.released():
             return 0
         with self.channel.conn_or_acquire() as client:
             client.zadd(self.unacked_index_key, dict.fromkeys(tags, time()), xx=True)
@@ -318,10 +310,14 @@ class Channel(kombu_redis.Channel):
         self._deferred.extend(commands)
         return True
 
+    def released(self) -> bool:
+        """Whether this channel's kombu connection is gone (closed, or released)."""
+        return self.connection is None or self.connection.client is None
+
     def flush_deferred(self) -> None:
         """Send the deferred commands in one pipelined round trip."""
-        if not self._deferred or self.connection.client is None:
-            return  # nothing to send, or the connection is already released
+        if not self._deferred or self.released():
+            return
         commands, self._deferred = self._deferred, []
         pool = self.pool
         connection = pool.get_connection()
@@ -582,11 +578,11 @@ class Transport(kombu_redis.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.hub_thread = _here()
         super().register_with_event_loop(connection, loop)
-        self.cycle.hub = loop  # type: ignore[union-attr]
+        cycle: Any = self.cycle
+        cycle.hub = loop
         options = connection.client.transport_options
         visibility = float(options.get("visibility_timeout", Channel.visibility_timeout))
         interval = float(options.get("unacked_restore_interval") or sweep_interval(visibility))
-        cycle: Any = self.cycle
         # Replace kombu's sweep timer (10 s by default) with one paced on the timeout.
         cycle._restore_messages_tref.cancel()
         cycle._restore_messages_tref = loop.call_repeatedly(interval, cycle.maybe_restore_messages)
