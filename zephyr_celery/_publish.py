@@ -162,6 +162,7 @@ async def enqueue(
     """
     if countdown is not None and countdown < 0:
         raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
+    options = {"queue": queue, "priority": priority}
     publisher = _redis_publish.current(app)
     if publisher is None and _redis_publish.eligible(app):
         publisher = await _redis_publish.publisher_for(app)
@@ -174,7 +175,6 @@ async def enqueue(
     ):
         found = publisher
         router = app.amqp.router  # replaced by Celery when task_routes changes
-        options = {"queue": queue, "priority": priority}
         template = found.template(
             (name, queue, priority, route, router),
             lambda sample_args, sample_kwargs, sample_id: _sample(
@@ -201,7 +201,7 @@ async def enqueue(
         task_id=job_id,
         countdown=countdown,
         eta=eta,
-        options={"queue": queue, "priority": priority},
+        options=options,
     )
     await send_async(app, name, message, routed)
     return task_id
