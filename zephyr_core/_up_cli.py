@@ -12,7 +12,7 @@ import click
 from zephyr_core._serve_cli import ensure_port_free
 from zephyr_core._settings import Settings, get_settings
 from zephyr_core._supervisor import ProcessSpec, Supervisor
-from zephyr_core._valkey import plan_redis
+from zephyr_core._valkey import forget_running, plan_redis, record_running
 
 # A package adds its processes (worker, beat, Flower, ...) through the ``zephyr.up``
 # entry-point group: a callable (settings, options) -> list[ProcessSpec].
@@ -40,7 +40,9 @@ def up(app_path: str | None, jobs_module: str | None, host: str, port: int, data
     ensure_port_free(host, port)
     redis = plan_redis(settings, data_dir / "valkey")
     click.secho(redis.message, fg="green")
+    record = None
     try:
+        record = record_running(redis)
         child_settings = Settings(**redis.env) if redis.env else settings
         specs = [
             ProcessSpec(
@@ -74,4 +76,5 @@ def up(app_path: str | None, jobs_module: str | None, host: str, port: int, data
         )
         sys.exit(Supervisor(specs).run())
     finally:
-        redis.stop()
+        forget_running(record)
+        redis.stop()  # last: the worker's warm shutdown still needed it

