@@ -150,10 +150,20 @@ class Settings(BaseSettings):
     @field_validator("FLOWER_BASIC_AUTH")
     @classmethod
     def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            user, sep, password = value.get_secret_value().partition(":")
-            if not (user and sep and password):
-                raise ValueError("expected 'user:password'")
+        if value is None:
+            return value
+        # Flower splits the value on commas into users and lets in any entry sent
+        # whole: in 'admin:pw,word', 'word' alone would get in. Each entry must be a
+        # pair; entries are counted, never shown (they hold passwords).
+        entries = value.get_secret_value().split(",")
+        for number, entry in enumerate(entries, 1):
+            user, sep, password = entry.partition(":")
+            if not (user and sep and password) or entry != entry.strip():
+                where = f" (entry {number} of {len(entries)})" if len(entries) > 1 else ""
+                raise ValueError(
+                    f"expected 'user:password', or pairs separated by commas{where}; "
+                    "a comma starts a new user, so a password cannot contain one"
+                )
         return value
 
     @model_validator(mode="after")

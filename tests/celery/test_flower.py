@@ -4,6 +4,7 @@ health check needs no login, and no page shows the password."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.celery.jobs_processes import Procs, child_env, with_password
 from tests.servers import RedisServer, free_port, wait_until
 from zephyr_celery import create_app
 from zephyr_celery._flower import flower_argv, flower_url, is_loopback_address
-from zephyr_core import Settings
+from zephyr_core import ConfigError, Settings
 
 JOBS = """
 from zephyr_celery import job
@@ -121,3 +122,83 @@ def test_the_password_goes_to_flower_inside_the_process() -> None:
     assert "--basic-auth" not in " ".join(flower_argv(Settings(), port=1, address="127.0.0.1"))
     assert flower_url("0.0.0.0", 5555) == "http://127.0.0.1:5555"
     assert flower_url("::1", 5555) == "http://[::1]:5555"
+
+
+def _healthy(base: str) -> bool:
+    response = _get(f"{base}/healthcheck")
+    return response is not None and response.status_code == 200
+
+
+def _basic(credentials: str) -> dict[str, str]:
+    """An Authorization header carrying ``credentials`` as they are, colon or not."""
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+@pytest.mark.slow
+def test_a_comma_cannot_smuggle_in_a_password_only_user(tmp_path: Path, redis_url: str) -> None:
+    """Flower splits FLOWER_BASIC_AUTH on commas: 'admin:Str0ngPass,word' would let in
+    anyone who sends just 'word'. It is refused before Flower starts, password unshown."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = child_env(JOB_QUEUE_URL=redis_url, FLOWER_BASIC_AUTH="admin:Str0ngPass,word")
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        flower = procs.zephyr("flower", "jobs", "flower", "--port", str(port))
+        wait_until(lambda: not flower.alive() or _healthy(base), 60, "Flower to start or refuse")
+        word_only = _get(f"{base}/api/workers", headers=_basic("word"))
+        assert word_only is None or word_only.status_code == 401, "'word' alone got in"
+        assert flower.popen.wait(30) == 2
+    output = flower.text()
+    assert "Traceback" not in output
+    assert "FLOWER_BASIC_AUTH='***'" in output
+    assert "user:password" in output
+    assert "Str0ngPass" not in output
+
+
+@pytest.mark.slow
+def test_only_the_configured_pairs_get_in(tmp_path: Path, redis_url: str) -> None:
+    """A list of user:password pairs, said explicitly: each pair gets in, nothing else."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = child_env(
+        JOB_QUEUE_URL=redis_url,
+        FLOWER_BASIC_AUTH="admin:Str0ngPass,ops:an0ther:pass",
+    )
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        flower = procs.zephyr("flower", "jobs", "flower", "--port", str(port))
+        wait_until(lambda: _healthy(base), 60, "Flower's health check")
+        allowed = ("admin:Str0ngPass", "ops:an0ther:pass")
+        refused = (
+            "Str0ngPass", "word", "admin", "admin:", ":Str0ngPass", "admin:wrong",
+            "ops:an0ther", "an0ther:pass", "admin:an0ther:pass",
+            "admin:Str0ngPass,ops:an0ther:pass",
+        )  # fmt: skip
+        for credentials in allowed:
+            response = httpx.get(f"{base}/api/workers", headers=_basic(credentials), timeout=10)
+            assert response.status_code == 200, credentials
+        for credentials in refused:
+            response = httpx.get(f"{base}/api/workers", headers=_basic(credentials), timeout=10)
+            assert response.status_code == 401, credentials
+        assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+        assert flower.alive()
+    assert "Str0ngPass" not in flower.text() and "an0ther" not in flower.text()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "admin:Str0ngPass,word",
+        "admin:pw,",
+        ",admin:pw",
+        "admin:pw,:x",
+        "admin:pw,bob:",
+        "admin:pw, bob:x",
+    ],
+)
+def test_every_comma_separated_entry_must_be_a_user_password_pair(value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"FLOWER_BASIC_AUTH='\*\*\*': expected 'user:password'"
+    ) as info:
+        Settings(FLOWER_BASIC_AUTH=value)
+    assert info.value.field == "FLOWER_BASIC_AUTH"
+    for secret in ("Str0ngPass", "pw"):
+        assert secret not in str(info.value).replace("password", "")
