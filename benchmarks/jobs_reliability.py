@@ -3,7 +3,7 @@
 The same run for both: 300 short jobs (20 ms) on the app `create_app()` builds
 (acks_late, reject_on_worker_lost, visibility timeout 3 s), the whole worker
 SIGKILLed and restarted 8 times. Only ``broker_transport`` differs: kombu's
-``redis`` or ``zephyr_celery._redis_transport:Transport``.
+``redis`` or ``zephyr_celery._redis.transport:Transport``.
 
 After the last kill each run waits up to GRACE seconds for every job, then counts:
 lost (ran never, and is neither queued nor in the unacked hash: gone for good),
@@ -32,7 +32,7 @@ from zephyr_celery import create_app  # noqa: E402
 from zephyr_core import Settings  # noqa: E402
 
 TOTAL, KILLS, VISIBILITY, GRACE = 300, 8, 3, 60.0
-TRANSPORTS = {"kombu redis": "redis", "zephyr": "zephyr_celery._redis_transport:Transport"}
+TRANSPORTS = {"kombu redis": "redis", "zephyr": "zephyr_celery._redis.transport:Transport"}
 
 WORKER_MODULE = """
 import os, time

@@ -14,8 +14,8 @@ from typing import Any
 
 from celery import Celery
 
-from zephyr_celery._backend import BACKEND_ALIASES
-from zephyr_celery._transport import broker_settings
+from zephyr_celery._broker import broker_settings
+from zephyr_celery._redis.backend import BACKEND_ALIASES
 from zephyr_core import ConfigError, Settings, get_settings
 
 #: How long a job that exhausted its retries stays in the failure store, in seconds.
@@ -60,7 +60,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         # Each job's queue and priority (task attributes for them are deprecated).
-        "task_routes": ("zephyr_celery._job.route_job",),
+        "task_routes": ("zephyr_celery._registry.route_job",),
         "enable_utc": True,
         "timezone": "UTC",
         "zephyr_failure_retention": settings.JOB_FAILURE_RETENTION,

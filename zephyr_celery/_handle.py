@@ -6,8 +6,8 @@ import contextlib
 import weakref
 from typing import Any, Generic, TypeVar, cast
 
-from zephyr_celery import _results
 from zephyr_celery._exceptions import JobFailed, JobTimeout
+from zephyr_celery._redis import waiter as _waiter
 from zephyr_core import ConfigError, mask_url
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class JobHandle(str, Generic[T]):
             raise ValueError(f"timeout={timeout!r}: must be None or >= 0 seconds")
         app = self._resolve_app()
         backend, url = _redis_backend(app)
-        waiter = _results.waiter_for(url, backend.decode)
+        waiter = _waiter.waiter_for(url, backend.decode)
         try:
             meta = await waiter.wait(backend.get_key_for_task(self.id), timeout)
         except TimeoutError:
@@ -78,7 +78,7 @@ class JobHandle(str, Generic[T]):
         """
         app = self._resolve_app()
         backend, url = _redis_backend(app)
-        raw = await _results.read(url, backend.get_key_for_task(self.id))
+        raw = await _waiter.read(url, backend.get_key_for_task(self.id))
         if raw is None:
             return "PENDING"
         return str(backend.decode(raw).get("status", "PENDING"))

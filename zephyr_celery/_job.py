@@ -5,31 +5,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
-from celery.utils.time import rate as parse_rate
-
-from zephyr_celery import _app, _publish
+from zephyr_celery import _app, _enqueue, _messages, _registry
 from zephyr_celery._handle import JobHandle
+from zephyr_celery._job_options import check_options, check_priority
 from zephyr_celery._task import JobTask, RetryPolicy, task_body
-from zephyr_core import ConfigError, get_settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("zephyr_celery")
-
-#: The longest retry delay ``backoff=True`` reaches unless ``max_delay`` says otherwise.
-DEFAULT_MAX_DELAY = 3600.0
-
-_registry: dict[str, Job[Any, Any]] = {}
-_registry_lock = threading.Lock()
-# Called with (app, task) after a job is registered: in-process test workers use it
-# to refresh their consumers' per-task strategies.
-_registered_hooks: list[Callable[[Any, Any], None]] = []
 
 
 class Job(Generic[P, T]):
@@ -109,7 +97,7 @@ class Job(Generic[P, T]):
         task = app.task(**options)(self._body)
         task.zephyr_job = self
         self._warn_visibility(app)
-        for hook in list(_registered_hooks):
+        for hook in list(_registry.registered_hooks):
             hook(app, task)
         return task
 
@@ -145,9 +133,9 @@ class Job(Generic[P, T]):
         """Check the arguments and build the message with Celery (synchronous callers)."""
         app = self.task.app
         self._check_arguments(args, kwargs)
-        _publish.check_json(app, self._signature, self.name, args, kwargs)
+        _messages.check_json(app, self._signature, self.name, args, kwargs)
         options = {"queue": self.queue, "priority": self.priority}
-        task_id, message, routed = _publish.build(app, self.name, args, kwargs, options=options)
+        task_id, message, routed = _messages.build(app, self.name, args, kwargs, options=options)
         return app, task_id, message, routed
 
     async def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
@@ -173,8 +161,8 @@ class Job(Generic[P, T]):
         """Check the arguments; return the app and what sends the job (to await)."""
         app = self.task.app
         self._check_arguments(args, kwargs)
-        registered = _registry.get(self.name)
-        return app, _publish.enqueue(
+        registered = _registry.lookup(self.name)
+        return app, _enqueue.enqueue(
             app,
             self.name,
             self._signature,
@@ -202,7 +190,7 @@ class Job(Generic[P, T]):
     def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
         """:meth:`delay` for synchronous code (blocks until the broker has it)."""
         app, task_id, message, routed = self._prepare(args, kwargs)
-        _publish.send_now(app, self.name, message, routed)
+        _enqueue.send_now(app, self.name, message, routed)
         return JobHandle(task_id, app)
 
     async def apply_async(
@@ -228,7 +216,7 @@ class Job(Generic[P, T]):
             job_id: Use this id instead of a fresh one.
         """
         if priority is not None:
-            _check_priority(priority)
+            check_priority(priority)
         app, sending = self._enqueue(
             list(args or ()),
             dict(kwargs or {}),
@@ -322,7 +310,7 @@ def job(
     Raises:
         ConfigError: An option is out of range, or ``name`` belongs to another job.
     """
-    options = _check_options(
+    options = check_options(
         retry=retry,
         delay=delay,
         backoff=backoff,
@@ -338,10 +326,10 @@ def job(
         if not callable(fn):
             raise TypeError(f"@job decorates a function, not {fn!r}")
         settings = dict(options)
-        job_name = settings.pop("name") or _origin(fn)
+        job_name = settings.pop("name") or _registry.origin(fn)
         cls: type[Job[Any, Any]] = AsyncJob if inspect.iscoroutinefunction(fn) else SyncJob
         new = cls(fn, name=job_name, **settings)
-        _add(new)
+        _registry.add(new)
         return new
 
     return decorate if fn is None else decorate(fn)
@@ -365,121 +353,3 @@ def _positional_range(signature: inspect.Signature) -> tuple[int, float]:
         elif parameter.kind is kinds.KEYWORD_ONLY and parameter.default is kinds.empty:
             return 1, 0
     return low, high
-
-
-def _origin(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
-
-
-def _add(new: Job[Any, Any]) -> None:
-    with _registry_lock:
-        old = _registry.get(new.name)
-        # The same function defined again (a module reloaded, a test run twice)
-        # replaces its earlier self; two different functions may not share a name.
-        if old is not None and _origin(old.fn) != _origin(new.fn):
-            raise ConfigError(
-                f"job name {new.name!r} is taken: {_origin(new.fn)} collides with "
-                f"{_origin(old.fn)}; pass @job(name=...) to tell them apart",
-                field="name",
-            )
-        _registry[new.name] = new
-    new.register(_app.get_app())
-
-
-def _register_all(app: Any) -> None:
-    for known in list(_registry.values()):
-        known.register(app)
-
-
-_app.on_app(_register_all)
-
-
-def registered_jobs() -> dict[str, Job[Any, Any]]:
-    """Every job defined in this process, by name."""
-    return dict(_registry)
-
-
-def route_job(
-    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **extra: Any
-) -> dict[str, Any] | None:
-    """Celery router (``task_routes``): a job's own queue and priority.
-
-    Used by every send that does not go through :class:`Job` (retries, beat, Flower,
-    ``send_task``); options given with the send still win.
-    """
-    found = _registry.get(name)
-    if found is None:
-        return None
-    route = {"queue": found.queue, "priority": found.priority}
-    return {key: value for key, value in route.items() if value is not None} or None
-
-
-def _check_priority(priority: Any) -> None:
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise ConfigError(
-            f"priority={priority!r}: expected an integer from 0 to 9", field="priority"
-        )
-
-
-def _check_options(
-    *,
-    retry: int | None,
-    delay: float | None,
-    backoff: bool,
-    max_delay: float | None,
-    queue: str | None,
-    priority: int | None,
-    timeout: float | None,
-    rate_limit: str | None,
-    name: str | None,
-) -> dict[str, Any]:
-    def bad(field: str, value: Any, accepted: str) -> ConfigError:
-        return ConfigError(f"@job({field}={value!r}): expected {accepted}", field=field)
-
-    settings = None
-    if retry is None or delay is None:
-        settings = get_settings()
-    if retry is None:
-        assert settings is not None
-        retry = settings.JOB_RETRY_ATTEMPTS
-    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-        raise bad("retry", retry, "an integer >= 0 (retries after the first attempt)")
-    if delay is None:
-        assert settings is not None
-        delay = settings.JOB_RETRY_DELAY
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-        raise bad("delay", delay, "a number of seconds >= 0")
-    if not isinstance(backoff, bool):
-        raise bad("backoff", backoff, "True or False")
-    if max_delay is None:
-        max_delay = max(DEFAULT_MAX_DELAY, float(delay))
-    elif isinstance(max_delay, bool) or not isinstance(max_delay, int | float) or max_delay < delay:
-        raise bad("max_delay", max_delay, f"a number of seconds >= delay ({delay})")
-    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
-        raise bad("queue", queue, "a non-empty queue name")
-    if priority is not None:
-        _check_priority(priority)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise bad("timeout", timeout, "a number of seconds > 0")
-    if rate_limit is not None:
-        try:
-            if not isinstance(rate_limit, str):
-                raise ValueError(rate_limit)
-            parse_rate(rate_limit)
-        except (ValueError, TypeError, KeyError):
-            raise bad("rate_limit", rate_limit, "a rate like '10/s', '100/m' or '1000/h'") from None
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise bad("name", name, "a non-empty job name")
-    return {
-        "retry": retry,
-        "delay": float(delay),
-        "backoff": backoff,
-        "max_delay": float(max_delay),
-        "queue": queue,
-        "priority": priority,
-        "timeout": None if timeout is None else float(timeout),
-        "rate_limit": rate_limit,
-        "name": name,
-    }

@@ -11,51 +11,13 @@ workers), so their jobs overlap on it.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from zephyr_core._background import LoopThread, PerProcess, current_pid
+
 T = TypeVar("T")
-
-
-class LoopThread:
-    """An event loop running forever on its own daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="zephyr-jobs-loop", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and return its result (blocks the caller)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Cancel what still runs, finish async generators, stop the loop."""
-        if self.loop.is_closed():
-            return
-
-        async def shutdown() -> None:
-            current = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.loop.shutdown_asyncgens()
-
-        if self._thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout)
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 async def _limited(coro: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -69,20 +31,12 @@ async def _limited(coro: Coroutine[Any, Any, T], timeout: float) -> T:
         raise
 
 
-_lock = threading.Lock()
-_current: tuple[int, LoopThread] | None = None
+_loop_thread: PerProcess[LoopThread] = PerProcess(lambda: LoopThread("zephyr-jobs-loop"))
 
 
 def process_loop() -> LoopThread:
-    """This process's job loop, started on first use (and again after a fork)."""
-    global _current
-    state = _current
-    if state is None or state[0] != os.getpid():
-        with _lock:
-            state = _current
-            if state is None or state[0] != os.getpid():
-                state = _current = (os.getpid(), LoopThread())
-    return state[1]
+    """This process's job loop thread, started on first use (and again after a fork)."""
+    return _loop_thread.get()
 
 
 _main: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -90,8 +44,8 @@ _main: tuple[int, asyncio.AbstractEventLoop] | None = None
 
 def _main_thread_loop() -> asyncio.AbstractEventLoop:
     global _main
-    if _main is None or _main[0] != os.getpid() or _main[1].is_closed():
-        _main = (os.getpid(), asyncio.new_event_loop())
+    if _main is None or _main[0] != current_pid() or _main[1].is_closed():
+        _main = (current_pid(), asyncio.new_event_loop())
     return _main[1]
 
 
@@ -115,9 +69,7 @@ def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) ->
 
 
 def close_process_loop() -> None:
-    """Stop this process's loop, if it has one (at worker shutdown)."""
-    global _current
-    with _lock:
-        state, _current = _current, None
-    if state is not None and state[0] == os.getpid():
-        state[1].close()
+    """Stop this process's loop thread, if it has one (at worker shutdown)."""
+    loop_thread = _loop_thread.reset()
+    if loop_thread is not None:
+        loop_thread.close()

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from zephyr_celery import _job, _task
+from zephyr_celery import _registry, _task
 from zephyr_celery._app import get_app
 
 __all__ = ["InProcessWorker", "set_testing", "testing_enabled", "using_app", "worker"]
@@ -101,7 +101,7 @@ class InProcessWorker(AbstractContextManager["InProcessWorker"]):
         )
         self._record_backends(app)
         self.controller = self._context.__enter__()
-        _job._registered_hooks.append(self._on_register)
+        _registry.registered_hooks.append(self._on_register)
         return self
 
     def _record_backends(self, app: Celery) -> None:
@@ -149,8 +149,8 @@ class InProcessWorker(AbstractContextManager["InProcessWorker"]):
 
     def stop(self) -> None:
         """Stop consuming and wait for the worker thread to end."""
-        if self._on_register in _job._registered_hooks:
-            _job._registered_hooks.remove(self._on_register)
+        if self._on_register in _registry.registered_hooks:
+            _registry.registered_hooks.remove(self._on_register)
         context, self._context = self._context, None
         try:
             if context is not None:

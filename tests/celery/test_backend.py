@@ -34,7 +34,7 @@ from tests.servers import (
     wait_until,
 )
 from zephyr_celery import JobHandle, create_app, job, testing
-from zephyr_celery._backend import STORE_RESULT_SHA, RedisBackend
+from zephyr_celery._redis.backend import STORE_RESULT_SHA, RedisBackend
 from zephyr_core import Settings
 
 #: The clock both backends read for ``date_done``, so their values compare byte for byte.

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from zephyr_celery import SyncJob, job
-from zephyr_celery._job import AsyncJob, registered_jobs
+from zephyr_celery._job import AsyncJob
+from zephyr_celery._registry import registered_jobs
 from zephyr_core import ConfigError
 
 

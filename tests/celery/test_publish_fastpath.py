@@ -30,8 +30,10 @@ from celery import signals
 from celery.utils.saferepr import saferepr
 
 from tests.servers import RedisServer
-from zephyr_celery import _redis_publish, _results, create_app, get_app, job, set_app, testing
-from zephyr_celery._redis_message import Template
+from zephyr_celery import create_app, get_app, job, set_app, testing
+from zephyr_celery._redis import publisher as _redis_publish
+from zephyr_celery._redis import waiter as _results
+from zephyr_celery._redis.templates import Template
 from zephyr_core import Settings
 
 
@@ -366,7 +368,7 @@ async def test_a_router_that_reads_arguments_is_honoured(redis_url: str) -> None
 
     app = create_app(
         Settings(JOB_QUEUE_URL=redis_url),
-        task_routes=(by_customer, "zephyr_celery._job.route_job"),
+        task_routes=(by_customer, "zephyr_celery._registry.route_job"),
     )
     set_app(app)
     try:

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.servers import RedisServer
-from zephyr_celery import _redis_wire
+from zephyr_celery._redis import wire as _redis_wire
 
 
 async def replies_to(params: dict[str, object], timeout: float) -> _redis_wire.Replies:

@@ -12,7 +12,7 @@ from celery.schedules import crontab, schedule
 
 from zephyr_celery import AsyncJob, SyncJob, create_app, job, set_app
 from zephyr_celery._beat import BeatEntry, BeatScheduler, ZonedCrontab, beat_settings
-from zephyr_celery._job import registered_jobs
+from zephyr_celery._registry import registered_jobs
 from zephyr_celery._scheduler import scheduler
 from zephyr_core import Settings
 

@@ -31,13 +31,13 @@ from tests.servers import (
     wait_until,
 )
 from zephyr_celery import create_app
-from zephyr_celery._redis_transport import MAX_POP_BATCH, POP_SCRIPT, Transport, sweep_interval
-from zephyr_celery._transport import (
+from zephyr_celery._broker import (
     REDIS_TRANSPORT,
     REDISS_TRANSPORT,
     broker_settings,
     kombu_redis_url,
 )
+from zephyr_celery._redis.transport import MAX_POP_BATCH, POP_SCRIPT, Transport, sweep_interval
 from zephyr_core import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def test_a_delivered_message_is_recorded_as_unacked_until_acked(
 DYING_CONSUMER = """
 import os, signal, sys, time
 import kombu, redis
-from zephyr_celery._redis_transport import Transport
+from zephyr_celery._redis.transport import Transport
 
 url, moment = sys.argv[1], sys.argv[2]
 conn = kombu.Connection(url, transport=Transport)

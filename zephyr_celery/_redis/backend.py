@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError
 
 #: The class for ``redis://`` and ``rediss://`` result URLs (TLS is the same class,
 #: as in Celery: the URL picks the connection).
-BACKEND = "zephyr_celery._backend:RedisBackend"
+BACKEND = "zephyr_celery._redis.backend:RedisBackend"
 
 #: Result backend aliases an app's loader resolves before Celery's own: the app's
 #: ``result_backend`` keeps the user's URL (status output, Flower) and its scheme

@@ -36,7 +36,7 @@ from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
 from kombu.utils import json as kombu_json
 
-from zephyr_celery._redis_wire import arg_bytes, pack
+from zephyr_celery._redis.wire import arg_bytes, pack
 
 logger = logging.getLogger("zephyr_celery")
 

@@ -1,6 +1,6 @@
 """Broker settings for the Celery app: which transport, and how it rides out failures.
 
-Redis URLs (``redis://``, ``rediss://``) use :mod:`zephyr_celery._redis_transport`,
+Redis URLs (``redis://``, ``rediss://``) use :mod:`zephyr_celery._redis.transport`,
 kombu's Redis transport with an atomic pop (see there); ``amqp://`` uses kombu's
 RabbitMQ transport with publisher confirms.
 """
@@ -17,8 +17,8 @@ from kombu.transport import TRANSPORT_ALIASES
 from zephyr_core import Settings
 
 #: ``broker_transport`` for Redis: the class kombu imports instead of its own.
-REDIS_TRANSPORT = "zephyr_celery._redis_transport:Transport"
-REDISS_TRANSPORT = "zephyr_celery._redis_transport:TLSTransport"  # the same class
+REDIS_TRANSPORT = "zephyr_celery._redis.transport:Transport"
+REDISS_TRANSPORT = "zephyr_celery._redis.transport:TLSTransport"  # the same class
 
 #: The same as a kombu alias, for URLs that must name their transport themselves
 #: (``zephyr-redis+socket:///path``: kombu picks the transport from such a prefix).

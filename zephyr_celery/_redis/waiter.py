@@ -7,7 +7,7 @@ stored before the subscription. One pub/sub connection per event loop and result
 Redis carries every wait of that loop: the waits of one loop iteration share one
 SUBSCRIBE, finished ones are unsubscribed in batches, and on a plain ``redis://``
 or ``unix://`` URL the connection is a lean protocol of our own
-(:mod:`zephyr_celery._redis_wire`) rather than redis-py's general client.
+(:mod:`zephyr_celery._redis.wire`) rather than redis-py's general client.
 
 A reconnection resubscribes everything still awaited and reads the keys again, so a
 result published while the connection was down is not missed.
@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from zephyr_celery import _redis_wire
+from zephyr_celery._redis import wire as _wire
 
 # Celery's states after which a job's result no longer changes.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -48,7 +48,7 @@ class ResultWaiter:
         self._loop = asyncio.get_running_loop()
         self._client = aioredis.Redis.from_url(url)  # reads the stored results
         # Plain URLs get the lean pub/sub connection; others redis-py's.
-        self._params = _redis_wire.plain_params(url)
+        self._params = _wire.plain_params(url)
         self._waiting: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         # Channels to (un)subscribe on the current connection, sent in batches.
         self._subscribe: set[bytes] = set()
@@ -182,12 +182,10 @@ class ResultWaiter:
 
     async def _session(self, params: dict[str, Any]) -> None:
         loop = self._loop
-        wire: _redis_wire.PubSub = await _redis_wire.connect(
-            params, lambda: _redis_wire.PubSub(loop, self._on_push)
-        )
+        wire: _wire.PubSub = await _wire.connect(params, lambda: _wire.PubSub(loop, self._on_push))
         try:
             self._start_sending(
-                lambda command, channels: wire.send(_redis_wire.pack([(command, tuple(channels))]))
+                lambda command, channels: wire.send(_wire.pack([(command, tuple(channels))]))
             )
             await wire.lost  # raises once the connection is gone
         finally:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import threading
 import weakref
 from queue import Empty
@@ -49,6 +48,7 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from zephyr_core import ConfigError
+from zephyr_core._background import current_pid
 
 #: Pops up to ARGV[2] messages from KEYS[3..] (drained in order: priority first) and,
 #: when ARGV[i] is "1" for KEYS[i], records each as unacked exactly as kombu's
@@ -149,17 +149,8 @@ _consumers: dict[tuple[int, int], weakref.ref[Channel]] = {}
 
 def _here() -> tuple[int, int]:
     # The process too: a forked child's thread can have its parent's thread ident.
-    return _pid, threading.get_ident()
-
-
-def _note_pid() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-# os.getpid() is a system call; this runs on every ack and event.
-_pid = os.getpid()
-os.register_at_fork(after_in_child=_note_pid)
+    # (current_pid: os.getpid() is a system call, and this runs on every ack and event.)
+    return current_pid(), threading.get_ident()
 
 
 def sweep_interval(visibility_timeout: float) -> float:

@@ -4,7 +4,7 @@ A job message is two Redis commands: ``LPUSH`` of kombu's envelope onto the queu
 list and ``PUBLISH`` of Celery's ``task-sent`` event. They are made one of two ways:
 
 - rendered from a per-route template cut from Celery's own output and checked
-  against it (:mod:`zephyr_celery._redis_message`), when the route allows; or
+  against it (:mod:`zephyr_celery._redis.templates`), when the route allows; or
 - by Celery's ``send_task_message`` as usual (routing, the message, the event),
   through a kombu producer of the real Redis transport, with only the last step
   changed: kombu's Redis channel hands its final commands to a publish batch
@@ -33,9 +33,9 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from zephyr_celery import _redis_wire
-from zephyr_celery._redis_message import Sampler, Template, make_template
-from zephyr_celery._redis_wire import pack
+from zephyr_celery._redis import wire as _wire
+from zephyr_celery._redis.templates import Sampler, Template, make_template
+from zephyr_celery._redis.wire import pack
 
 # Connection losses a send retries under Celery's publish retry policy.
 _RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -71,14 +71,14 @@ class RedisPublisher:
         self.producer = producer
         self.loop = asyncio.get_running_loop()
         url = str(app.conf.broker_url)
-        params = _redis_wire.plain_params(url)
+        params = _wire.plain_params(url)
         assert params is not None  # eligible() checked
         self._params = params
         # The broker's socket_timeout (30 s from our settings), as kombu's would.
         timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
-        self._reply_timeout = float(timeout or _redis_wire.REPLY_TIMEOUT)
-        self._wire: _redis_wire.Replies | None = None
-        self._connecting: asyncio.Future[_redis_wire.Replies] | None = None
+        self._reply_timeout = float(timeout or _wire.REPLY_TIMEOUT)
+        self._wire: _wire.Replies | None = None
+        self._connecting: asyncio.Future[_wire.Replies] | None = None
         self._templates: dict[Hashable, Template | None] = {}
         self._forks = _forks
         self._closer = asyncio.get_running_loop().create_task(self._close_with_loop())
@@ -165,7 +165,7 @@ class RedisPublisher:
                 if failed > retries:
                     raise
 
-    async def _connection(self) -> _redis_wire.Replies:
+    async def _connection(self) -> _wire.Replies:
         wire = self._wire
         if wire is not None and not wire.closed:
             return wire
@@ -174,12 +174,12 @@ class RedisPublisher:
         if connecting is None or connecting.done():
             loop = asyncio.get_running_loop()
             connecting = self._connecting = asyncio.ensure_future(
-                _redis_wire.connect(params, lambda: _redis_wire.Replies(loop, self._reply_timeout))
+                _wire.connect(params, lambda: _wire.Replies(loop, self._reply_timeout))
             )
             connecting.add_done_callback(self._connected)
         return await asyncio.shield(connecting)
 
-    def _connected(self, connecting: asyncio.Future[_redis_wire.Replies]) -> None:
+    def _connected(self, connecting: asyncio.Future[_wire.Replies]) -> None:
         if not connecting.cancelled() and connecting.exception() is None:
             self._wire = connecting.result()
 
@@ -213,7 +213,7 @@ def _check_eligible(app: Any) -> bool:
         url.startswith("redis://")
         and not options.get("global_keyprefix")
         and not app.conf.broker_use_ssl
-        and _redis_wire.plain_params(url) is not None
+        and _wire.plain_params(url) is not None
     )
 
 
