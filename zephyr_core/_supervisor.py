@@ -111,10 +111,17 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def stop(self) -> None:
-        """SIGTERM every live child (reverse start order), wait, SIGKILL stragglers."""
+        """SIGTERM every live child (reverse start order), wait, SIGKILL stragglers.
+
+        SIGTERM goes to the child alone, not its process group: a Celery worker's pool
+        processes share its group, and SIGTERM on them kills the running jobs that the
+        worker's warm shutdown is about to wait for. SIGKILL, at the end, takes the
+        whole group, so nothing a child started outlives ``zephyr up``.
+        """
         for proc in reversed(list(self.children.values())):
             if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
         for name, proc in self.children.items():
             try:
                 proc.wait(self.grace)
@@ -122,6 +129,7 @@ class Supervisor:
                 self.echo(click.style(f"{name} did not stop in {self.grace:g}s; killing", fg="red"))
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
+            _signal_group(proc, signal.SIGKILL)  # what it left behind in its group
         for pump in self._pumps:  # let the last lines of output through
             pump.join(timeout=5)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.celery.jobs_processes import Procs, child_env
 from tests.servers import free_port, wait_until
@@ -148,3 +149,71 @@ def test_a_taken_flower_port_is_replaced_and_printed(
     assert f"flower: http://127.0.0.1:{new_port}" in out
     assert [s.name for s in specs] == ["worker", "beat", "flower"]
     assert all(s.argv[1:4] == ["-m", "zephyr_core", "jobs"] for s in specs)
+
+
+SLOW_JOBS = """
+import time
+from pathlib import Path
+
+from zephyr_celery import job
+
+
+@job
+def slow(marker: str) -> str:
+    Path(marker + ".started").touch()
+    time.sleep(4)
+    Path(marker + ".finished").touch()
+    return "done"
+"""
+
+ENQUEUE = "import slow_jobs, sys; print(slow_jobs.slow.delay_sync(sys.argv[1]))"
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_terminal_lets_the_running_job_finish(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group.
+
+    The embedded Valkey used to be in that group: it stopped at once, the worker could
+    not acknowledge the job it was running, and the job waited an hour in ``unacked``.
+    """
+    import subprocess
+    import sys
+
+    from zephyr_core._valkey import running_env, start_valkey
+
+    (tmp_path / "slow_jobs.py").write_text(SLOW_JOBS)
+    silent = free_port()  # nothing listens here: `zephyr up` starts an embedded Valkey
+    env = child_env(
+        tmp_path,
+        JOB_QUEUE_URL=f"redis://127.0.0.1:{silent}/0",
+        CACHE_URL=f"redis://127.0.0.1:{silent}/1",
+        FLOWER_PORT=str(free_port()),
+    )
+    web_port = free_port()
+    marker = str(tmp_path / "job")
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        up = procs.zephyr(
+            "up", "up", "--app", "examples.shop.app:app", "-A", "slow_jobs",
+            "--port", str(web_port),
+        )  # fmt: skip
+        wait_until(lambda: bool(running_env(tmp_path)), 60, "the embedded Valkey")
+        urls = running_env(tmp_path)
+        wait_until(lambda: "ready." in up.text(), 90, "the worker")
+        subprocess.run(
+            [sys.executable, "-c", ENQUEUE, marker],
+            env={**env, **urls}, cwd=tmp_path, check=True, timeout=60,
+        )  # fmt: skip
+        wait_until(lambda: Path(marker + ".started").exists(), 60, "the job to start")
+
+        up.signal_group(signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert up.popen.wait(60) == 0, up.text()
+        assert Path(marker + ".finished").exists(), up.text()
+        assert "Traceback" not in up.text()
+
+    # Nothing was left for redelivery an hour later: the job was acknowledged.
+    server = start_valkey(tmp_path / ".zephyr" / "valkey")
+    try:
+        client = redis.Redis(port=server.port, db=0)
+        assert client.hlen("unacked") == 0
+    finally:
+        server.stop()
