@@ -6,6 +6,10 @@ first use (so after the prefork pool has forked): on the main thread when jobs r
 there one at a time (prefork children, solo pool), else on a daemon thread that
 every job thread of the process submits to (``--pool threads``, in-process test
 workers), so their jobs overlap on it.
+
+Private internals used:
+
+- ``asyncio._get_running_loop``
 """
 
 from __future__ import annotations

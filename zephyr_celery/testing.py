@@ -8,6 +8,11 @@ Example:
 Jobs defined inside a test (closures reading the test's variables) run in the
 worker, because the worker runs in this process: it consumes from the real broker
 in a thread, and async jobs run on the process's job event loop.
+
+Private internals used:
+
+- ``celery.Celery._get_backend``
+- ``celery.backends.redis.ResultConsumer._pubsub``
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ narrow, so each gets an :class:`asyncio.Protocol` of its own:
 Both are used for plain ``redis://`` and ``unix://`` URLs (host, port, db, user,
 password); a URL with anything more (TLS, timeouts, client options) keeps
 redis-py's own connection.
+
+Private internals used:
+
+- ``redis._parsers.BaseParser.parse_error``
 """
 
 from __future__ import annotations
