@@ -16,7 +16,8 @@ from celery import Celery
 
 from zephyr_celery._broker import broker_settings
 from zephyr_celery._redis.backend import BACKEND_ALIASES
-from zephyr_core import ConfigError, Settings, get_settings
+from zephyr_celery._serializers import SerializerGuard, check_serializers
+from zephyr_core import Settings, get_settings
 
 #: How long a job that exhausted its retries stays in the failure store, in seconds.
 DEFAULT_FAILURE_RETENTION = 7 * 24 * 3600
@@ -86,21 +87,17 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Celery:
         An unconfigured-worker Celery app (nothing connects until it is used).
 
     Raises:
-        ConfigError: An override tries to accept pickle from the broker.
+        ConfigError: An override names pickle (by any name or content type) or
+            another serializer that is not plain data; see ``_serializers``.
     """
     settings = settings or get_settings()
     config = celery_config(settings)
     config.update(overrides)
-    for key in ("accept_content", "result_accept_content"):
-        accepted = config.get(key) or ()
-        if any("pickle" in str(kind) for kind in accepted):
-            raise ConfigError(
-                f"{key}={list(accepted)!r}: pickle from a broker or backend runs arbitrary "
-                "code; accepted: json, msgpack",
-                field=key,
-            )
+    # Pickle under any name (or any serializer that is not plain data) is refused.
+    check_serializers(config)
     app = Celery("zephyr", set_as_current=False)
     app.conf.update(config)
+    app.steps["worker"].add(SerializerGuard)  # and again as a worker starts
     # redis:// and rediss:// results are stored by our backend (one round trip per
     # result); picked by this app's loader, so result_backend keeps the user's URL.
     app.loader.override_backends = {**app.loader.override_backends, **BACKEND_ALIASES}
