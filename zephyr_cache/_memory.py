@@ -23,6 +23,8 @@ from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 from theine import Cache as TinyLfu
 
+from zephyr_cache._exceptions import CacheError
+
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 _monotonic = time.monotonic
@@ -98,6 +100,8 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
                 raise TypeError(f"the value under {key!r} is not an integer: {current!r}")
             left = self.remaining(key)
             total: int = current + delta
+            if not -(2**63) <= total < 2**63:  # as Redis's INCRBY: every backend agrees
+                raise CacheError(f"incr {key!r} by {delta}: overflows a 64-bit integer")
             self.store(key, total, ttl if current == 0 and left is MISSING else left)
             return total
 

@@ -44,7 +44,11 @@ class Store:
             await self.set(key, value, payload, ttl)
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
+        """Store only if absent; True when stored. ``strict``: a Redis tier that cannot
+        answer raises CacheError instead of answering True (see ``_failopen``)."""
         raise NotImplementedError
 
     async def delete(self, key: str) -> bool:
@@ -89,7 +93,9 @@ class DummyStore(Store):
     async def set(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
         return True
 
     async def delete(self, key: str) -> bool:
@@ -142,7 +148,9 @@ class MemoryStore(Store):
         self.backend.store(key, value, ttl)
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
         if self.backend.lookup(key) is not MISSING:
             return False
         self.backend.store(key, value, ttl)
