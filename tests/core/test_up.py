@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from tests.core.conftest import wait_for_http
@@ -185,3 +186,27 @@ def test_supervisor_stops_on_sigterm_even_a_storm_of_them(tmp_path: Path) -> Non
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--app", ":app"],
+        ["--app", "mod:"],
+        ["--app", "examples.shop.app"],
+        ["--app", SHOP, "-A", ":app"],
+        ["--app", SHOP, "--jobs", "mod:"],
+        ["--app", SHOP, "-A", "my-jobs"],
+    ],
+)
+def test_a_malformed_module_path_is_a_usage_error(
+    spawn: Any, args: list[str], tmp_path: Path
+) -> None:
+    silent = free_port()
+    env = {"JOB_QUEUE_URL": f"redis://127.0.0.1:{silent}/0", "FLOWER_PORT": str(free_port())}
+    up = spawn("up", *args, "--port", str(free_port()), env=env)
+    assert up.wait(30) == 2
+    output = up.output()
+    assert output.count("\n") == 1, output  # one line
+    assert output.startswith("error: ") and "expected" in output
+    assert not (tmp_path / ".zephyr").exists()  # nothing started, not even Valkey
