@@ -57,6 +57,10 @@ OTHER_READERS = frozenset({"FLOWER_PORT", *(f"FLOWER_{option}" for option in _FL
 
 _warned: set[str] = set()
 
+#: Names already warned about, passed on to child processes (``zephyr up``'s web,
+#: worker, beat, Flower) so one command warns once, not once per process.
+WARNED_ENV = "ZEPHYR_WARNED_SETTINGS"
+
 
 def _dotenv_names(env_file: object) -> set[str]:
     if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
@@ -78,11 +82,18 @@ def unknown_variables(fields: Iterable[str], names: Iterable[str]) -> dict[str, 
 
 
 def warn_unknown_variables(fields: Iterable[str], env_file: object) -> None:
-    """Log a warning, once per process and name, for each unknown setting variable."""
+    """Log a warning, once per name, for each unknown setting variable.
+
+    Once per process, and once per process tree: the names warned about are listed
+    in :data:`WARNED_ENV` for the children to skip.
+    """
     names = {name.upper() for name in os.environ} | _dotenv_names(env_file)
+    inherited = set(os.environ.get(WARNED_ENV, "").split(","))
     for name, nearest in unknown_variables(fields, names).items():
-        if name in _warned:
+        if name in _warned or name in inherited:
             continue
         _warned.add(name)
         hint = f" (did you mean {nearest}?)" if nearest else ""
         logger.warning("unknown setting %s ignored%s", name, hint)
+    if _warned:
+        os.environ[WARNED_ENV] = ",".join(sorted(_warned | inherited - {""}))

@@ -227,6 +227,9 @@ def test_a_request_equal_to_its_limit_is_fine() -> None:
 def test_an_unknown_setting_variable_is_warned_about_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from zephyr_core._unknown_env import WARNED_ENV
+
+    monkeypatch.setenv(WARNED_ENV, "")  # restored after the test: warnings set it
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("CACHE_DEFAULT_TIMOUT=5\n")
     monkeypatch.setenv("JOB_WORKER_CONCURENCY", "8")

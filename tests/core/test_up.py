@@ -65,12 +65,18 @@ def test_embedded_valkey_when_local_redis_is_silent(spawn: Any, tmp_path: Path) 
 
 
 def test_uses_a_redis_that_answers(spawn: Any, redis_server: RedisServer) -> None:
-    env = {"JOB_QUEUE_URL": redis_server.url(0), "CACHE_URL": redis_server.url(1)}
+    env = {
+        "JOB_QUEUE_URL": redis_server.url(0),
+        "CACHE_URL": redis_server.url(1),
+        "JOB_WORKER_CONCURENCY": "8",  # a typo: warned about once, not once per process
+    }
     port = free_port()
     up = spawn("up", "--app", SHOP, "--port", str(port), env=env)
     wait_for_http(f"http://127.0.0.1:{port}/health/ready", up, timeout=40)
+    wait_until(lambda: "ready: web" in up.output(), 30, "the ready line")
     assert f"using Redis at redis://127.0.0.1:{redis_server.port}" in up.output()
     assert "embedded" not in up.output()
+    assert up.output().count("unknown setting JOB_WORKER_CONCURENCY") == 1, up.output()
     up.signal(signal.SIGTERM)
     assert up.wait(30) == 0
 
