@@ -10,6 +10,11 @@ do not mutate what ``get`` returns (like ``functools.lru_cache``).
 
 ``lookup``/``store``/... are synchronous (no await on the hot path); aiocache's
 ``_get``/``_set``/... wrap them so the class also works through aiocache's own API.
+
+``flush`` replaces the theine instance instead of calling its ``clear()``: theine 2.0.0
+(theine-core 2.0/2.1) panics in Rust (``tlfu.rs: Option::unwrap()`` on ``None``) on
+the first writes after ``clear()`` once more keys than ``max_size`` were seen, and the
+panic leaves theine's core mutex held, so every later write hangs.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.max_size = max_size
         self._entries: TinyLfu[str, tuple[Any, float]] = TinyLfu(max_size)
-        self._lock = threading.Lock()  # read-modify-write (incr) from several threads
+        # read-modify-write (incr) and flush's swap, from several threads
+        self._lock = threading.Lock()
 
     # -- synchronous primitives (our hot path) --------------------------------
 
@@ -68,8 +74,13 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         return bool(self._entries.delete(key))
 
     def flush(self) -> None:
-        """Drop every entry."""
-        self._entries.clear()
+        """Drop every entry (a fresh theine instance: see the module docstring)."""
+        with self._lock:
+            old, self._entries = self._entries, TinyLfu(self.max_size)
+        # A write racing with the swap may land in the old instance: it is dropped with
+        # it, as if it came just before the flush. close() ends its maintenance task
+        # (which holds a reference to it); the garbage collector frees the entries.
+        old.close()
 
     def remaining(self, key: str) -> Any:
         """Seconds left, None when it never expires, ``MISSING`` when absent."""
@@ -107,7 +118,6 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
 
     def close_sync(self) -> None:
         """Stop theine's maintenance task for this cache."""
-        self._entries.clear()
         self._entries.close()
 
     def __len__(self) -> int:
