@@ -116,6 +116,9 @@ def _one(name: str, raw: Mapping[str, Any], settings: Settings) -> CacheConfig:
     prefix = raw.get("key_prefix", settings.CACHE_KEY_PREFIX)
     if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
         raise _fail(name, "key_prefix", prefix, "expected a non-empty string without spaces")
+    if ":" in prefix:
+        # ':' ends the prefix in stored keys: clear() on "app" would delete "app:sub"'s.
+        raise _fail(name, "key_prefix", prefix, "must not contain ':' (use '.' or '-')")
     values["key_prefix"] = prefix
 
     version = raw.get("version", 1)
