@@ -208,7 +208,12 @@ class Job(Generic[P, T]):
             raise TypeError(f"job {self.name}: {exc}") from None
 
     def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
-        """:meth:`delay` for synchronous code (blocks until the broker has it)."""
+        """:meth:`delay` for synchronous code (blocks until the broker has it).
+
+        Raises:
+            TypeError: As :meth:`delay` (nothing is enqueued).
+            EnqueueError: The broker cannot be reached or refused the message.
+        """
         app, task_id, message, routed = self._prepare(args, kwargs)
         _enqueue.send_now(app, self.name, message, routed)
         return JobHandle(task_id, app)
@@ -234,6 +239,12 @@ class Job(Generic[P, T]):
             queue: Send to this queue instead of the job's own.
             priority: Message priority (0-9 on Redis; higher first).
             job_id: Use this id instead of a fresh one.
+
+        Raises:
+            TypeError: As :meth:`delay` (nothing is enqueued).
+            ValueError: A negative ``countdown``.
+            ConfigError: ``priority`` is not 0-9.
+            EnqueueError: The broker cannot be reached or refused the message.
         """
         if priority is not None:
             check_priority(priority)

@@ -54,7 +54,8 @@ def set_testing_delay(delay: float | None) -> None:
 class JobTask(Task):  # type: ignore[misc]
     """The Celery task class of every job."""
 
-    # Arguments were checked against the signature when the job was enqueued.
+    # Arguments were checked against the signature when the job was enqueued by
+    # @job; a plain Celery producer's that do not bind fail in task_body, unretried.
     typing = False
 
 
