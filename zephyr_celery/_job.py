@@ -327,7 +327,9 @@ def job(fn: Callable[..., Any] | None = None, /, **options: Unpack[JobOptions]) 
             fn = fn.__func__
         check_function(fn)
         settings = dict(checked)
-        job_name = settings.pop("name") or default_name(fn)
+        job_name = settings.pop("name") or default_name(
+            fn, number_local=bool(_registry.registered_hooks)
+        )
         cls: type[Job[Any, Any]] = AsyncJob if inspect.iscoroutinefunction(fn) else SyncJob
         new = cls(fn, name=job_name, **settings)
         _registry.add(new)

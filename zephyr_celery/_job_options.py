@@ -8,6 +8,7 @@ functions, no I/O (Settings supply the defaults of ``retry`` and ``delay``).
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import re
 from typing import Any, TypedDict
@@ -180,8 +181,18 @@ def _defined_as_method(fn: Any) -> bool:
     return first in ("self", "cls")
 
 
-def default_name(fn: Any) -> str:
+_local_numbers = itertools.count(1)
+
+
+def default_name(fn: Any, *, number_local: bool = False) -> str:
     """``module.qualname``: a job's name unless ``name=`` says otherwise.
+
+    With ``number_local`` (an in-process test worker runs, see
+    :func:`zephyr_celery.testing.worker`), a function made inside another function
+    gets ``module.qualname#N`` instead, ``N`` counting such jobs: the worker runs in
+    this process and finds each by that name, so a job defined inside a test (the
+    proposal's ``TestJobQueue``) needs no ``name=`` and two made by one factory stay
+    apart.
 
     Raises:
         ConfigError: The function was made inside another function or is a lambda
@@ -194,6 +205,8 @@ def default_name(fn: Any) -> str:
             f"@job {fn!r}: it has no name of its own; pass @job(name=...)", field="name"
         )
     name = f"{fn.__module__}.{qualname}"
+    if ("<locals>" in qualname or "<lambda>" in qualname) and number_local:
+        return f"{name}#{next(_local_numbers)}"
     if "<locals>" in qualname or "<lambda>" in qualname:
         raise ConfigError(
             f"@job {name}: a function made inside another function (or a lambda) needs "

@@ -46,6 +46,19 @@ async def test_factory_made_jobs_with_their_own_names_run_their_own_function(
     assert await (await times100.delay(2)).wait(timeout=30) == 200
 
 
+async def test_with_an_in_process_worker_local_jobs_are_numbered_apart(
+    jobs_worker: Any,
+) -> None:
+    # The proposal's TestJobQueue defines its jobs inside the tests, without name=:
+    # while an in-process worker runs, each local job gets a name of its own.
+    times10 = _factory(10)
+    times100 = _factory(100)
+    assert times10.name != times100.name
+    assert times10.name.startswith(f"{__name__}._factory.<locals>.inner#")
+    assert await (await times10.delay(2)).wait(timeout=30) == 20
+    assert await (await times100.delay(2)).wait(timeout=30) == 200
+
+
 def test_a_lambda_is_refused_with_our_error_and_registers_nothing(redis_url: str) -> None:
     set_app(None)
     try:

@@ -1,9 +1,7 @@
 """The proposal's TestJobQueue (tests/infrastructure/test_jobs.py), as written.
 
-Adapted in imports (``zephyr.jobs`` is ``zephyr_celery`` here) and in one respect
-since: a job made inside a function needs ``name=`` (two made by one factory would
-share a name; issue 8). The ``redis_client`` fixture (conftest.py) starts an
-in-process worker on the broker.
+Adapted only in imports: ``zephyr.jobs`` is ``zephyr_celery`` here. The
+``redis_client`` fixture (conftest.py) starts an in-process worker on the broker.
 """
 
 from zephyr_celery import job
@@ -11,7 +9,7 @@ from zephyr_celery import job
 
 class TestJobQueue:
     async def test_job_execution(self, redis_client):
-        @job(name="proposal.test_job")
+        @job
         async def test_job(data: str):
             return f"processed_{data}"
 
@@ -23,7 +21,7 @@ class TestJobQueue:
     async def test_job_retry(self, redis_client):
         attempt_count = 0
 
-        @job(retry=3, name="proposal.failing_job")
+        @job(retry=3)
         async def failing_job():
             nonlocal attempt_count
             attempt_count += 1
