@@ -11,6 +11,7 @@ runs any other Celery command the same way.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -199,6 +200,18 @@ class JobId(click.ParamType[str]):
         return text
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds in a range; NaN, which every comparison lets through, is refused."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number = float(super().convert(value, param, ctx))
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return number
+
+
 def _exit(code: Any) -> None:
     sys.exit(int(code or 0))
 
@@ -245,7 +258,7 @@ def worker(
 @app_option(required=True)
 @click.option(
     "--max-interval",
-    type=click.FloatRange(0.1, 300),
+    type=Seconds(0.1, 300),
     default=DEFAULT_MAX_INTERVAL,
     show_default=True,
     help="Longest sleep between two ticks (seconds); also how often the lock is renewed.",
@@ -275,8 +288,9 @@ def scheduler(app_spec: str | None, max_interval: float, lock_timeout: int, logl
             fg="yellow",
             err=True,
         )
-    argv = ["beat", f"--scheduler={SCHEDULER}", f"--max-interval={max_interval:g}"]
-    _exit(app.start([*argv, f"--loglevel={loglevel}"]))
+    # The max interval travels in the configuration (beat_max_loop_interval): Celery's
+    # own --max-interval takes whole seconds only.
+    _exit(app.start(["beat", f"--scheduler={SCHEDULER}", f"--loglevel={loglevel}"]))
 
 
 @jobs.command()
@@ -308,7 +322,7 @@ def flower(app_spec: str | None, port: int, address: str) -> None:
 @click.option("-Q", "--queues", help="More comma-separated queues to measure.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.1, 60),
+    type=Seconds(0.1, 60),
     default=1.0,
     show_default=True,
     help="Seconds to wait for workers to answer.",

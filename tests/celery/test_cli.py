@@ -60,6 +60,8 @@ def jobs_module(tmp_path: Path) -> Path:
         (("worker", "-A", "shop", "-c", "0"), "'-c' / '--concurrency': 0 is not in the range"),
         (("worker", "-A", "shop", "-P", "gevent"), "'gevent' is not one of 'prefork'"),
         (("status", "--nope"), "No such option '--nope'"),
+        (("status", "--timeout", "nan"), "'nan' is not a number of seconds"),
+        (("scheduler", "-A", "shop", "--max-interval", "NaN"), "'NaN' is not a number of seconds"),
         (("retry",), "Missing argument 'JOB_ID'"),
     ],
 )
