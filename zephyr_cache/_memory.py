@@ -101,6 +101,14 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         self.store(key, value, ttl)
         return True
 
+    def insert(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent (atomic across threads); True when stored."""
+        with self._lock:
+            if self.lookup(key) is not MISSING:
+                return False
+            self.store(key, value, ttl)
+            return True
+
     def add_int(self, key: str, delta: int, ttl: float | None) -> int:
         """Add ``delta`` to the integer under ``key`` (absent counts as 0)."""
         with self._lock:

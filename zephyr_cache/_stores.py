@@ -51,6 +51,10 @@ class Store:
         answer raises CacheError instead of answering True (see ``_failopen``)."""
         raise NotImplementedError
 
+    async def exists(self, key: str) -> bool:
+        """True when ``key`` holds an entry (without reading, decoding or counting it)."""
+        return await self.ttl(key) is not MISSING
+
     async def delete(self, key: str) -> bool:
         raise NotImplementedError
 
@@ -151,10 +155,7 @@ class MemoryStore(Store):
     async def add(
         self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
     ) -> bool:
-        if self.backend.lookup(key) is not MISSING:
-            return False
-        self.backend.store(key, value, ttl)
-        return True
+        return self.backend.insert(key, value, ttl)
 
     async def delete(self, key: str) -> bool:
         return self.backend.remove(key)
