@@ -28,6 +28,12 @@ DEFAULT_FAILURE_RETENTION = 7 * 24 * 3600
 #: go back to the queue when it stops (soft shutdown) or dies (visibility timeout).
 DEFAULT_PREFETCH_MULTIPLIER = 8
 
+#: Attempts at storing a result after the first, with exponential backoff (0.2 s
+#: doubling up to 10 s); each attempt retries connection errors for about 19 s
+#: itself (the Redis backend's retry policy): a worker keeps a finished job's
+#: result through a Redis outage of about two minutes.
+RESULT_STORE_RETRIES = 5
+
 #: Seconds a cold shutdown (SIGQUIT, or a second Ctrl-C) still lets running jobs
 #: finish before the worker requeues what is unfinished and exits; fits in
 #: Kubernetes' default 30 s grace. A warm shutdown (SIGTERM) waits for running jobs
@@ -54,7 +60,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": DEFAULT_PREFETCH_MULTIPLIER,
         "worker_soft_shutdown_timeout": DEFAULT_SOFT_SHUTDOWN_TIMEOUT,
         "worker_enable_soft_shutdown_on_idle": False,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # worker_cancel_long_running_tasks_on_connection_loss depends on the broker:
+        # see zephyr_celery._broker.
+        # A result that cannot be stored (Redis restarting) is stored again, with
+        # backoff, for about two minutes: never reported as the job's failure.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_STORE_RETRIES,
+        "result_backend_base_sleep_between_retries_ms": 200,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
         "broker_connection_retry_on_startup": True,
         # What Flower and `zephyr jobs status` show.
         "result_extended": True,
