@@ -55,8 +55,9 @@ LOCK_LEASE = 10.0
 #: XFetch's beta: above 1 favours earlier recomputation.
 EARLY_BETA = 1.0
 
-# The wall clock (entries' expiry times are shared across processes) and the random
-# source of early expiration: module-level so tests can replace them.
+# The wall clock (entries' expiry times are shared across processes; compute times
+# are measured on it too) and the random source of early expiration: module-level so
+# tests can replace them.
 _clock: Callable[[], float] = time.time
 _random: Callable[[], float] = random.random
 
@@ -321,9 +322,9 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
                 if hit:
                     return value  # type: ignore[no-any-return]
         try:
-            started = time.monotonic()
+            started = _clock()
             value = await self._fn(*args, **kwargs)
-            await self._save(cache, keys, value, time.monotonic() - started, tokens)
+            await self._save(cache, keys, value, max(0.0, _clock() - started), tokens)
         finally:
             if lock is not None:
                 await self._release(cache, keys, lock)
@@ -341,9 +342,9 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
         tokens: list[Any] = []
         if len(keys) > 1:
             tokens = await self._tokens(cache, keys, await cache.get_entries(keys[1:]))
-        started = time.monotonic()
+        started = _clock()
         value = await self._fn(*args, **kwargs)
-        await self._save(cache, keys, value, time.monotonic() - started, tokens)
+        await self._save(cache, keys, value, max(0.0, _clock() - started), tokens)
         return value
 
 
@@ -376,6 +377,8 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
             leader = flight is None
             if flight is None:
                 flight = self._flights[keys[0]] = _Flight()
+            else:
+                flight.waiters += 1
         if not leader:
             flight.done.wait()
             if flight.ok:
@@ -410,9 +413,9 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
                 if hit:
                     return value  # type: ignore[no-any-return]
         try:
-            started = time.monotonic()
+            started = _clock()
             value = self._fn(*args, **kwargs)
-            run(self._save(cache, keys, value, time.monotonic() - started, tokens))
+            run(self._save(cache, keys, value, max(0.0, _clock() - started), tokens))
         finally:
             if lock is not None:
                 run(self._release(cache, keys, lock))
@@ -433,9 +436,9 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
         tokens: list[Any] = []
         if len(keys) > 1:
             tokens = run(self._tokens(cache, keys, run(cache.get_entries(keys[1:]))))
-        started = time.monotonic()
+        started = _clock()
         value = self._fn(*args, **kwargs)
-        run(self._save(cache, keys, value, time.monotonic() - started, tokens))
+        run(self._save(cache, keys, value, max(0.0, _clock() - started), tokens))
         return value
 
 
@@ -455,12 +458,13 @@ def _runner_for(cache: Cache) -> Callable[[Coroutine[Any, Any, Any]], Any]:
 
 
 class _Flight:
-    __slots__ = ("done", "ok", "value")
+    __slots__ = ("done", "ok", "value", "waiters")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = False
         self.value: Any = None
+        self.waiters = 0  # threads waiting for this computation (tests wait on it)
 
 
 def cached(timeout: Timeout = DEFAULT, **options: Unpack[CachedOptions]) -> Decorator:
