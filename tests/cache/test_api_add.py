@@ -160,3 +160,14 @@ async def test_while_redis_is_down_add_raises_and_the_rest_fails_open() -> None:
     assert await down.exists("k") is False
     assert await down.get_or_set("k", lambda: "computed") == "computed"
     assert await down.set("k", 1) is False
+
+
+async def test_a_dummy_cache_adds_and_computes_but_keeps_nothing() -> None:
+    configure({"default": {"backend": "dummy"}})
+    dummy = get_cache()
+    assert await dummy.add("k", 1) is True  # stored nowhere, like set
+    assert await dummy.exists("k") is False
+    calls: list[int] = []
+    for _ in range(2):
+        assert await dummy.get_or_set("k", lambda: calls.append(1) or "v") == "v"
+    assert calls == [1, 1]
