@@ -32,7 +32,8 @@ Timeout = float | None | _Default
 
 
 class Cache:
-    """A named cache: ``get``/``set``/... on keys, ``cached`` for functions.
+    """A named cache: ``get``/``set``/``add``/``exists``/``get_or_set``/... on keys,
+    ``cached`` for functions.
 
     Get one with :func:`get_cache`; ``zephyr_cache.cache`` is the "default" one.
     Keys are strings; the stored key is ``{key_prefix}:{version}:{key}``. Timeouts are

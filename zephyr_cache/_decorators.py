@@ -6,9 +6,10 @@ Entries are stored as ``[value, early, tags]`` so a cached ``None`` is a hit:
 long the value takes to compute) and ``tags`` the group tokens the value was computed
 under (see ``_groups``).
 
-Stampedes: concurrent misses of one key in a process wait for a single computation;
-``lock=True`` extends that across processes with a lock in the shared tier (the
-others poll for the value, then compute themselves if the lease runs out).
+Stampedes: concurrent misses of one key in a process wait for a single computation
+(``_flights``); ``lock=True`` extends that across processes with a lock in the shared
+tier (the others poll for the value, then compute themselves if the lease runs out).
+Taking the lock fails open: while Redis is down every process computes.
 """
 
 from __future__ import annotations
