@@ -402,4 +402,12 @@ def celery_command(app_spec: str | None, celery_args: tuple[str, ...]) -> None:
             )
     use_running_up()
     app = load_app(app_spec)
-    _exit(app.start(args))
+    try:
+        code = app.start(args)
+    except (click.ClickException, click.exceptions.Abort, ZephyrError):
+        raise  # already one line each (JobsGroup, click)
+    except Exception as exc:  # Celery's command failed its own way: one line, not its traceback
+        command = next((arg for arg in args if not arg.startswith("-")), args[0])
+        reason = " ".join(_scrubbed(str(exc)).split())  # Celery's messages span lines
+        raise CliError(f"celery {command}: {type(exc).__name__}: {reason}") from None
+    _exit(code)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.celery.jobs_processes import Procs, child_env
-from tests.servers import wait_until
+from tests.servers import free_port, wait_until
 from zephyr_celery import create_app, set_app
 from zephyr_core import Settings
 from zephyr_core._valkey import RedisPlan, record_running, start_valkey
@@ -148,3 +148,21 @@ def test_bad_usage_of_zephyr_jobs_celery_is_one_line_and_exit_2(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert message in lines[0]
+
+
+@pytest.mark.slow
+def test_a_celery_command_that_fails_its_own_way_is_one_line(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`celery call` with the result store down: Celery retries, then raises RuntimeError."""
+    env = child_env(JOB_QUEUE_URL=redis_url, JOB_RESULT_URL=f"redis://127.0.0.1:{free_port()}/0")
+    call = zephyr_jobs_celery(tmp_path, env, "call", f"{JOBS}.send_email")
+    assert call.returncode == 1
+    assert "Traceback" not in call.stderr, call.stderr
+    assert (
+        call.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: celery call: RuntimeError: Retry limit exceeded while trying to reconnect"
+        )
+    ), call.stderr
