@@ -72,13 +72,18 @@ def _resolve(dotted: str) -> Any:
 
 
 def _instance_attribute(cls: type, attribute: str) -> str:
+    # Set on instances only: by the class itself (self.<name>) or, for objects the
+    # library wires together, by its module on another reference (cycle.<name>).
     for klass in cls.__mro__:
         try:
             source = inspect.getsource(klass)
+            module_source = inspect.getsource(inspect.getmodule(klass))  # type: ignore[arg-type]
         except (OSError, TypeError):
             continue
         if re.search(rf"\bself\.{re.escape(attribute)}\b", source):
             return f"{klass.__qualname__}: self.{attribute}"
+        if re.search(rf"\.{re.escape(attribute)}\s*=", module_source):
+            return f"{klass.__module__}: .{attribute} ="
     raise AttributeError(f"{cls.__module__}.{cls.__qualname__} never uses self.{attribute}")
 
 
