@@ -113,8 +113,10 @@ def load_app(spec: str | None, *, required: bool = False) -> Celery:
         raise CliError(str(exc)) from None
     if not attribute:
         return get_app()
-    app = getattr(module, attribute, None)
-    if callable(app) and not isinstance(app, Celery):
+    if not hasattr(module, attribute):
+        raise BadUsage(f"-A/--app {spec!r}: {module_name!r} has no {attribute!r}")
+    app = getattr(module, attribute)
+    if not isinstance(app, Celery):
         app = _call_factory(spec, app)
     if not isinstance(app, Celery):
         raise BadUsage(
@@ -124,21 +126,26 @@ def load_app(spec: str | None, *, required: bool = False) -> Celery:
     return app
 
 
-def _call_factory(spec: str, factory: Callable[..., Any]) -> Any:
-    """What ``factory()`` returns: ``-A module:function`` names an app factory."""
+def _call_factory(spec: str, factory: Any) -> Any:
+    """What ``factory()`` returns: ``-A module:function`` names an app factory.
+
+    Only a plain, synchronous function that takes no arguments is called: never a job
+    (calling one would run it here), a class or a coroutine function.
+    """
+    if not inspect.isfunction(factory) or inspect.iscoroutinefunction(factory):
+        return None
     try:
         inspect.signature(factory).bind()
     except TypeError:  # it needs arguments: not a factory we can call
         return None
-    except ValueError:  # no signature to read (a builtin): try it
-        pass
     try:
         return factory()
     except ZephyrError:
         raise  # a bad setting: JobsGroup shows it as one line
     except Exception as exc:
+        reason = " ".join(str(exc).split())
         raise CliError(
-            f"-A/--app {spec!r}: calling it failed: {type(exc).__name__}: {exc}"
+            f"-A/--app {spec!r}: calling it failed: {type(exc).__name__}: {reason}"
         ) from None
 
 

@@ -91,6 +91,56 @@ def test_the_app_may_be_named_as_module_attribute(jobs_module: Path) -> None:
     assert "'app' in 'not_an_app' is not a Celery app or a function" in one_line(result)
 
 
+FACTORIES = """
+from pathlib import Path
+
+from zephyr_celery import create_app, job
+
+
+def make_app():
+    return create_app()
+
+
+def broken_factory():
+    raise RuntimeError("no config\\nfor this")
+
+
+def needs_arguments(name):
+    return create_app()
+
+
+@job(name="factories.cleanup")
+def cleanup() -> None:
+    Path("cleaned").write_text("ran")
+"""
+
+
+def test_the_app_may_come_from_a_factory_function(jobs_module: Path) -> None:
+    (jobs_module / "factories.py").write_text(FACTORIES)
+    result = run("celery", "-A", "factories:make_app", "--", "report")
+    assert result.exit_code == 0, result.output
+    assert "broker_url" in result.output
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "message"),
+    [
+        ("factories:broken_factory", 1, "calling it failed: RuntimeError: no config for this"),
+        ("factories:needs_arguments", 2, "is not a Celery app or a function that returns one"),
+        ("factories:cleanup", 2, "is not a Celery app or a function that returns one"),
+        ("factories:nothing", 2, "'factories' has no 'nothing'"),
+    ],
+)
+def test_what_is_not_an_app_factory_is_one_line_and_never_run(
+    jobs_module: Path, spec: str, code: int, message: str
+) -> None:
+    (jobs_module / "factories.py").write_text(FACTORIES)
+    result = run("status", "-A", spec)
+    assert result.exit_code == code, result.output
+    assert message in one_line(result)
+    assert not (jobs_module / "cleaned").exists()  # a job named by -A is not run
+
+
 def test_scheduler_refuses_a_lock_shorter_than_two_ticks(jobs_module: Path) -> None:
     (jobs_module / "empty_jobs.py").write_text("")
     result = run("scheduler", "-A", "empty_jobs", "--max-interval", "5", "--lock-timeout", "6")
