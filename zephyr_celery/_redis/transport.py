@@ -50,7 +50,8 @@ Private internals used:
 - ``kombu.transport.redis.MultiChannelPoller._channels``
 - ``kombu.transport.redis.MultiChannelPoller._paused_brpop``
 - ``kombu.transport.redis.MultiChannelPoller._restore_messages_tref``
-- ``kombu.connection.Connection._deliver``
+- ``kombu.transport.virtual.base.Transport._deliver``
+- ``kombu.transport.redis.Channel._get``
 """
 
 # kombu ships py.typed, yet the transport's methods carry no annotations.
@@ -274,6 +275,13 @@ class QoS(kombu_redis.QoS):
             ["ZREM", prefix + self.unacked_index_key, delivery_tag],
             ["HDEL", prefix + self.unacked_key, delivery_tag],
         ]
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        # kombu sweeps as soon as a reconnected worker registers with its event
+        # loop: after an outage longer than the visibility timeout, what this worker
+        # still runs would look abandoned. Its own held messages are sorted first.
+        self.channel._take_over_stranded()
+        return super().restore_visible(*args, **kwargs)
 
     def take_over(self, work: Work, client: Any) -> set[str]:
         """Do what a closed channel of this process left (see :mod:`.stranded`).
