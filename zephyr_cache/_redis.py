@@ -334,6 +334,9 @@ class RedisStore(Store):
         if guard.troubled and not await self._usable():
             if strict:
                 guard.refuse(operation, key)
+                raise CacheError(
+                    f"{guard.where}: {operation} {key!r} refused: Redis did not answer"
+                )
             return False, None
         client = self.connector.backend().client
         try:

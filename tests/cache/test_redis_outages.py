@@ -195,3 +195,21 @@ async def test_local_tiers_are_flushed_when_the_tier_comes_back(own_redis: Redis
     assert hot._store.channel.healthy  # type: ignore[attr-defined]  # subscription survived
     await until_back()
     assert local.lookup(full) is MISSING  # flushed: nothing older than the outage is served
+
+
+async def test_waiting_past_the_pool_wait_is_the_calls_failure_not_an_outage(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zephyr_cache._redis_pool
+
+    monkeypatch.setattr(zephyr_cache._redis_pool, "POOL_WAIT", 0.02)
+    redis_default(own_redis, max_connections=1, operation_timeout=0.2, cooldown=30)
+    cache = get_cache()
+    await cache.set("k", "v")
+    with caplog.at_level(logging.WARNING, logger="zephyr_cache"), paused(own_redis):
+        # One call holds the only connection; the others give up waiting for it.
+        values = await asyncio.gather(*(cache.get("k") for _ in range(5)))
+    assert values == [None] * 5
+    assert any("PoolBusy" in message for message in (r.getMessage() for r in caplog.records))
+    assert outages(caplog) == []
+    assert await cache.get("k") == "v"  # the tier stayed in use
