@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from celery import Celery
@@ -57,14 +57,19 @@ class JobsStatus:
 
 
 def scrub(text: str, *urls: str) -> str:
-    """``text`` with the password of any of ``urls`` replaced by ``***``."""
+    """``text`` with the password of any of ``urls`` replaced by ``***``.
+
+    Both spellings go: the URL's percent-encoded one (``p%23ss``) and the decoded one
+    (``p#ss``) a client library may show.
+    """
     for url in urls:
         try:
             password = urlsplit(url).password
         except ValueError:
             continue
         if password:
-            text = text.replace(password, "***")
+            for spelling in {password, unquote(password)}:
+                text = text.replace(spelling, "***")
     return text
 
 

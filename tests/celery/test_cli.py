@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from tests.celery.jobs_processes import with_password
 from tests.servers import RedisServer, free_port
 from zephyr_celery import JobFailed, create_app, failure_store, job, set_app, testing
+from zephyr_celery._status import scrub
 from zephyr_celery.testing import using_app
 from zephyr_core import Settings
 from zephyr_core.cli import zephyr
@@ -305,3 +306,9 @@ async def test_status_measures_rabbitmq_queues(rabbitmq_url: str, redis_url: str
     assert status["queues"]["rabbit_later"] == 2
     assert status["queues"]["never_used"] == 0
     assert status["broker"] == rabbitmq_url.replace("guest:guest", "guest:***")
+
+
+def test_status_messages_mask_a_password_in_either_spelling() -> None:
+    url = "redis://zuser:p%23ss%2Fw0rd@127.0.0.1:1/0"
+    text = "AUTH zuser p#ss/w0rd failed; url redis://zuser:p%23ss%2Fw0rd@127.0.0.1:1/0"
+    assert scrub(text, url) == "AUTH zuser *** failed; url redis://zuser:***@127.0.0.1:1/0"
