@@ -194,7 +194,9 @@ class InvalidationChannel:
                     if reply and reply[0] == b"message":
                         self._handle(reply[2])
                 receiver = _Receiver(self._handle)
-                connection._writer.transport.set_protocol(receiver)
+                transport = connection._writer.transport
+                transport.set_protocol(receiver)
+                receiver.connection_made(transport)  # set_protocol does not call it
                 pinged = time.monotonic()
                 while not self._stopping:
                     with contextlib.suppress(TimeoutError):

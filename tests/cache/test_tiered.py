@@ -173,6 +173,31 @@ async def test_writes_from_this_process_reach_a_peer(redis_url: str) -> None:
         peer.close()
 
 
+async def test_an_idle_subscription_stays_up_on_its_pings(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No message for several LOST_AFTER periods: the PONGs keep the channel healthy."""
+    import zephyr_cache._invalidation as invalidation
+
+    monkeypatch.setattr(invalidation, "LOST_AFTER", 1.0)
+    monkeypatch.setattr(invalidation, "PING_EVERY", 0.1)
+    hot = tiered(redis_url)
+    assert await hot.wait_ready()
+    channel = hot._store.channel  # type: ignore[attr-defined]
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        pings = int(admin.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+        deadline = time.monotonic() + 10
+        # Wait for enough PINGs to span three LOST_AFTER periods.
+        while int(admin.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)) < pings + 6:
+            assert time.monotonic() < deadline, "the listener sends no PING"
+            await asyncio.sleep(0.05)
+        assert channel.losses == 0
+        assert channel.healthy
+    finally:
+        admin.close()
+
+
 async def test_lost_channel_flushes_and_bypasses_local_tiers(redis_url: str) -> None:
     hot = tiered(redis_url)
     assert await hot.wait_ready()
