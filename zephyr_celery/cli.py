@@ -152,14 +152,23 @@ def _call_factory(spec: str, factory: Any) -> Any:
 def use_running_up() -> None:
     """Reach the embedded Valkey of a ``zephyr up`` running in this directory.
 
-    Its URLs apply only where the environment sets none: a URL you set always wins.
+    Its URLs apply only where the environment sets none: a URL you set always wins. Every
+    ``zephyr jobs`` command does this, so a second worker or ``status`` run beside
+    ``zephyr up`` reaches the same server.
     """
     from zephyr_core._valkey import running_env
 
-    missing = {name: url for name, url in running_env().items() if name not in os.environ}
+    recorded = running_env()
+    missing = {name: url for name, url in recorded.items() if name not in os.environ}
+    if "JOB_QUEUE_URL" in recorded and "JOB_QUEUE_URL" in os.environ:
+        # JOB_RESULT_URL follows JOB_QUEUE_URL by default: the broker you set keeps the
+        # results beside it, not on the recorded server.
+        missing.pop("JOB_RESULT_URL", None)
     if missing:
         os.environ.update(missing)
         get_settings.cache_clear()  # read again, with these URLs
+        names = ", ".join(sorted(missing))
+        click.secho(f"using the embedded Valkey of the zephyr up running here ({names})", err=True)
 
 
 def app_option(required: bool) -> Callable[[F], F]:
@@ -225,7 +234,8 @@ def _exit(code: Any) -> None:
 
 @click.group(cls=JobsGroup)
 def jobs() -> None:
-    """Background jobs: worker, scheduler (beat), Flower, status and retry."""
+    """Background jobs: worker, scheduler (beat), Flower, status, retry and Celery's commands."""
+    use_running_up()
 
 
 @jobs.command()
@@ -340,7 +350,6 @@ def status(app_spec: str | None, as_json: bool, queues: str | None, timeout: flo
 
     from zephyr_celery._status import collect_status, render
 
-    use_running_up()
     app = load_app(app_spec)
     extra = tuple(q.strip() for q in (queues or "").split(",") if q.strip())
     snapshot = collect_status(app, extra_queues=extra, timeout=timeout)
@@ -357,7 +366,6 @@ def retry(app_spec: str | None, job_id: str) -> None:
     """Re-enqueue a failed job with its original arguments (same job id)."""
     from zephyr_celery._failures import failure_store
 
-    use_running_up()
     app = load_app(app_spec)
     store = failure_store(app)
     try:
@@ -407,7 +415,6 @@ def celery_command(app_spec: str | None, celery_args: tuple[str, ...]) -> None:
                 f"celery option {option!r}: the app and its URLs come from -A/--app and your "
                 "settings (JOB_QUEUE_URL, JOB_RESULT_URL)"
             )
-    use_running_up()
     app = load_app(app_spec)
     try:
         code = app.start(args)

@@ -108,6 +108,14 @@ def test_zephyr_jobs_celery_reaches_the_embedded_valkey_of_a_running_zephyr_up(
             ping = zephyr_jobs_celery(tmp_path, bare, "inspect", "ping", "--timeout", "5")
             assert ping.returncode == 0, ping.stdout + ping.stderr
             assert "pong" in ping.stdout
+            assert "using the embedded Valkey of the zephyr up running here" in ping.stderr
+            status = run(
+                [sys.executable, "-m", "zephyr_core", "jobs", "status", "--json", "--timeout", "5"],
+                tmp_path, bare,
+            )  # fmt: skip
+            assert status.returncode == 0, status.stdout + status.stderr
+            assert json.loads(status.stdout)["broker"] == urls["JOB_QUEUE_URL"]
+            assert len(json.loads(status.stdout)["workers"]) == 1
             call = zephyr_jobs_celery(
                 tmp_path, bare, "call", f"{JOBS}.send_email", "--kwargs", json.dumps(EMAIL)
             )
@@ -121,6 +129,7 @@ def test_zephyr_jobs_celery_reaches_the_embedded_valkey_of_a_running_zephyr_up(
             alone = zephyr_jobs_celery(tmp_path, elsewhere, "inspect", "ping", "--timeout", "1")
             assert alone.returncode != 0
             assert "No nodes replied" in alone.stdout + alone.stderr
+            assert "embedded Valkey" not in alone.stderr
     finally:
         server.stop()
 
