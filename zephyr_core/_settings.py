@@ -235,6 +235,12 @@ class Settings(BaseSettings):
                     f"expected 'user:password', or pairs separated by commas{where}; "
                     "a comma starts a new user, so a password cannot contain one"
                 )
+        if not value.get_secret_value().isascii():
+            # Flower compares logins with hmac.compare_digest, which raises on non-ASCII
+            # text: every request, the right login included, would get a 500.
+            raise ValueError(
+                "expected 'user:password' in ASCII characters (Flower compares no other)"
+            )
         return value
 
     @model_validator(mode="after")

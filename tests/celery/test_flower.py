@@ -202,3 +202,9 @@ def test_every_comma_separated_entry_must_be_a_user_password_pair(value: str) ->
     assert info.value.field == "FLOWER_BASIC_AUTH"
     for secret in ("Str0ngPass", "pw"):
         assert secret not in str(info.value).replace("password", "")
+
+
+def test_a_non_ascii_login_is_refused_before_flower_answers_500_to_everyone() -> None:
+    with pytest.raises(ConfigError, match=r"FLOWER_BASIC_AUTH='\*\*\*': .* in ASCII") as info:
+        Settings(FLOWER_BASIC_AUTH="admin:geh\u00ebim")
+    assert "geh" not in str(info.value)
