@@ -409,11 +409,11 @@ def celery_command(app_spec: str | None, celery_args: tuple[str, ...]) -> None:
     for arg in args:
         if not arg.startswith("-"):
             break  # the command: what follows is its own
-        if arg.partition("=")[0] in APP_OPTIONS:
-            option = arg.partition("=")[0]
+        option = arg.partition("=")[0]
+        if option in APP_OPTIONS or arg[:2] in APP_OPTIONS:  # -Afoo, -bredis://...
             raise BadUsage(
-                f"celery option {option!r}: the app and its URLs come from -A/--app and your "
-                "settings (JOB_QUEUE_URL, JOB_RESULT_URL)"
+                f"celery option {option[:SHOWN_CHARS]!r}: the app and its URLs come from "
+                "-A/--app and your settings (JOB_QUEUE_URL, JOB_RESULT_URL)"
             )
     app = load_app(app_spec)
     try:

@@ -141,6 +141,8 @@ def test_zephyr_jobs_celery_reaches_the_embedded_valkey_of_a_running_zephyr_up(
         (("celery", "-A", JOBS, "--"), "name a Celery command"),
         (("celery", "-A", JOBS, "--", "-b", "redis://elsewhere", "inspect", "ping"), "'-b'"),
         (("celery", "-A", JOBS, "--", "--app", "other", "inspect", "ping"), "'--app'"),
+        (("celery", "-A", JOBS, "--", "-Aother", "inspect", "ping"), "'-Aother'"),
+        (("celery", "-A", JOBS, "--", "--broker=redis://x", "purge"), "'--broker'"),
         (("celery", "-A", JOBS, "--", "no-such-command"), "No such command 'no-such-command'"),
         (("celery", "-A", "zephyr_celery:JobHandle", "--", "report"), "not a Celery app"),
     ],
