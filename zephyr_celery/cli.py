@@ -180,7 +180,10 @@ def app_option(required: bool) -> Callable[[F], F]:
         "app_spec",
         envvar="ZEPHYR_JOBS",
         metavar="MODULE",
-        help=f"Module defining your jobs, or module:celery_app ({needed}; default $ZEPHYR_JOBS).",
+        help=(
+            "Module defining your jobs, or module:app / module:factory "
+            f"({needed}; default $ZEPHYR_JOBS)."
+        ),
     )
 
 
