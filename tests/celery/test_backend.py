@@ -305,6 +305,46 @@ def test_a_redis_restart_is_ridden_out(own_redis: RedisServer) -> None:
     app.close()
 
 
+def test_a_result_outlives_an_outage_longer_than_the_connection_retries(
+    own_redis: RedisServer,
+) -> None:
+    """Celery's Redis backend gives up on a connection error after its retry policy
+    (about 19 s by default; 1 s here), and the job that just returned was then
+    reported failed with a ConnectionError. The store is tried again instead, with
+    backoff (``result_backend_always_retry``), until Redis is back."""
+    quick = {"max_retries": 2, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 0.5}
+    app = create_app(
+        Settings(JOB_QUEUE_URL=own_redis.url(0)),
+        result_backend_transport_options={"retry_policy": quick},
+    )
+    backend = app.backend
+    assert isinstance(backend, RedisBackend)
+    gave_up = threading.Event()
+    backend.on_backend_retryable_error = lambda exc: gave_up.set()
+    own_redis.stop()
+    task_id = new_id()
+    errors: list[BaseException] = []
+
+    def store() -> None:
+        try:
+            backend.store_result(task_id, "after", states.SUCCESS)
+        except BaseException as exc:
+            errors.append(exc)
+
+    storing = threading.Thread(target=store)
+    storing.start()
+    try:
+        assert gave_up.wait(30), "the store was not tried again after its connection retries"
+    finally:
+        own_redis.start()
+        storing.join(60)
+    assert not storing.is_alive()
+    assert errors == []
+    assert backend.get_task_meta(task_id, cache=False)["result"] == "after"
+    backend.client.close()
+    app.close()
+
+
 def test_an_unreadable_stored_value_goes_through_celerys_code(
     redis_settings: Settings, make_backend: Callable[..., Any], db: redis.Redis
 ) -> None:

@@ -9,7 +9,8 @@ which also makes the check and the write atomic.
 
 Everything else is Celery's own: the stored meta (``result_extended`` fields too),
 ``result_expires`` and ``result_failure_expires``, the PUBLISH on the key's channel
-that wakes waiters, connection retries (``ensure``, ``result_backend_always_retry``),
+that wakes waiters, connection retries (``ensure``, then ``result_backend_always_retry``,
+which our app turns on so a job that returned while Redis restarts keeps its result),
 groups, chords and ``forget``. A stored value the script cannot read as JSON
 (compressed, another serializer) is left to Celery's code, which reads it in Python.
 """
