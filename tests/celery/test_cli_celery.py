@@ -173,3 +173,34 @@ def test_a_celery_command_that_fails_its_own_way_is_one_line(
     (line,) = call.stderr.strip().splitlines()
     expected = "error: celery call: RuntimeError: Retry limit exceeded while trying to reconnect"
     assert line.startswith(expected), call.stderr
+
+
+@pytest.mark.slow
+def test_zephyr_jobs_celery_beside_a_real_zephyr_up_with_its_embedded_valkey(
+    tmp_path: Path,
+) -> None:
+    """The user's flow: no Redis, `zephyr up -A jobs` starts Valkey and a worker; from
+    another terminal in the same directory, `zephyr jobs celery` pings and runs a job."""
+    silent = f"redis://127.0.0.1:{free_port()}"  # nothing listens: zephyr up embeds Valkey
+    env = child_env(
+        JOB_QUEUE_URL=f"{silent}/0", CACHE_URL=f"{silent}/1", FLOWER_PORT=str(free_port())
+    )
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        up = procs.zephyr(
+            "up", "up", "--app", "examples.shop.app:app", "-A", JOBS, "--port", str(free_port())
+        )
+        wait_until(lambda: "ready." in up.text() or not up.alive(), 120, "zephyr up's worker")
+        assert "started embedded Valkey" in up.text(), up.text()
+
+        # Another terminal in the same directory, where no URL is set.
+        other = child_env()
+        ping = zephyr_jobs_celery(tmp_path, other, "inspect", "ping", "--timeout", "5")
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "pong" in ping.stdout
+        call = zephyr_jobs_celery(
+            tmp_path, other, "call", f"{JOBS}.send_email", "--kwargs", json.dumps(EMAIL)
+        )
+        assert call.returncode == 0, call.stdout + call.stderr
+        result = zephyr_jobs_celery(tmp_path, other, "result", sent_job_id(call.stdout))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "sent" in result.stdout
