@@ -64,13 +64,24 @@ def processes(settings: Settings, options: dict[str, object]) -> list[ProcessSpe
     if not _port_free(address, port):
         taken, port = port, _free_port(address)
         click.secho(f"flower: port {taken} is taken; using {port}", fg="yellow")
-    jobs = [sys.executable, "-m", "zephyr_core", "jobs"]
     click.secho(f"flower: {flower_url(address, port)}  (jobs dashboard)", fg="green")
+    return job_processes(str(module), flower_address=address, flower_port=port)
+
+
+def job_processes(module: str, *, flower_address: str, flower_port: int) -> list[ProcessSpec]:
+    """Worker, beat and Flower on ``module``: each a ``zephyr jobs`` command of this interpreter.
+
+    ``zephyr up`` runs them; ``zephyr docker compose`` turns the same specs into services.
+    """
+    jobs = [sys.executable, "-m", "zephyr_core", "jobs"]
+    flower = [*jobs, "flower", "-A", module, "--port", str(flower_port)]
     return [
-        ProcessSpec("worker", [*jobs, "worker", "-A", str(module)]),
-        ProcessSpec("beat", [*jobs, "scheduler", "-A", str(module)]),
+        ProcessSpec("worker", [*jobs, "worker", "-A", module]),
+        ProcessSpec("beat", [*jobs, "scheduler", "-A", module]),
         ProcessSpec(
             "flower",
-            [*jobs, "flower", "-A", str(module), "--port", str(port), "--address", address],
+            [*flower, "--address", flower_address],
+            port=flower_port,
+            health="/healthcheck",
         ),
     ]

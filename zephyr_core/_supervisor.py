@@ -22,11 +22,19 @@ COLORS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
 
 @dataclass
 class ProcessSpec:
-    """One child process of ``zephyr up``."""
+    """One process of the stack: what ``zephyr up`` runs and a container runs.
+
+    ``zephyr docker compose`` (and the chart) read the same list, so ``port`` and
+    ``health`` live here too, even though the supervisor itself ignores them.
+    """
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    #: The TCP port it listens on, if any.
+    port: int | None = None
+    #: The HTTP path that answers 200 while it is alive, if it serves HTTP.
+    health: str | None = None
 
 
 #: Seconds between looks at the stop flag a signal handler sets.
