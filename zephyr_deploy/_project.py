@@ -61,9 +61,13 @@ def dependency_source(root: Path) -> str:
             ``setup.cfg`` without ``[options]`` or ``[metadata]`` do not count), or a
             lock file has no ``pyproject.toml`` beside it.
     """
+    try:
+        present = {name for name in DEPENDENCY_FILES if (root / name).is_file()}
+    except OSError as exc:
+        raise DeployError(f"cannot read {root}: {exc.strerror}") from None
     for name in DEPENDENCY_FILES:
         path = root / name
-        if not path.is_file():
+        if name not in present:
             continue
         if name in ("uv.lock", "poetry.lock") and not (root / "pyproject.toml").is_file():
             raise DeployError(f"{name} found without the pyproject.toml it locks, in {root}")
