@@ -30,7 +30,7 @@ REGENERATE = (
 
 def expected() -> dict[str, str]:
     project = inspect_project(REPO, APP)
-    image = image_reference(Settings(_env_file=None), project_name(REPO))  # type: ignore[call-arg]
+    image = image_reference(Settings(_env_file=None), project_name(REPO))
     return {
         "Dockerfile": render_dockerfile(project, DOCKERFILE),
         ".dockerignore": render_dockerignore(DOCKERFILE),

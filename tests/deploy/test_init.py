@@ -40,7 +40,7 @@ def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def final_stage(path: Path) -> list[dict[str, str]]:
-    structure = DockerfileParser(str(path)).structure
+    structure: list[dict[str, str]] = DockerfileParser(str(path)).structure
     last_from = max(i for i, item in enumerate(structure) if item["instruction"] == "FROM")
     return structure[last_from:]
 
@@ -55,7 +55,7 @@ def test_hadolint_reports_nothing_at_info_level(project: ExampleProject) -> None
 def test_final_stage_user_health_cmd_and_labels(project: ExampleProject) -> None:
     init(project)
     stage = final_stage(project.root / "Dockerfile")
-    by = {}
+    by: dict[str, list[str]] = {}
     for item in stage:
         by.setdefault(item["instruction"], []).append(item["value"])
     assert by["FROM"] == ["python:3.11-slim"]
