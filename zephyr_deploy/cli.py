@@ -51,6 +51,18 @@ def _settings() -> Settings:
     return get_settings()
 
 
+def _need(*modules: str) -> None:
+    """Fail in one line, naming the extra, when a library of the ``docker`` extra is missing."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise click.UsageError(
+                f"'zephyr docker' needs the 'docker' extra ({module} is not installed): "
+                "pip install 'zephyr-infra[docker]'"
+            )
+
+
 @docker.command()
 @_app_option
 @click.option(
@@ -77,6 +89,8 @@ def init(
 ) -> None:
     """Write a Dockerfile and a .dockerignore for the project in this folder."""
     import re
+
+    _need("jinja2")
 
     from zephyr_deploy._dockerfile import (
         DockerfileOptions,
@@ -146,6 +160,8 @@ def compose(
     """Write docker-compose.yml: web, worker, beat, Flower, Redis (and PostgreSQL)."""
     import os
 
+    _need("jinja2")
+
     from zephyr_deploy._compose import ComposeOptions, render_compose
     from zephyr_deploy._files import check_writable, write_all
     from zephyr_deploy._image import image_reference
@@ -188,6 +204,7 @@ def _check_jobs_module(jobs_module: str) -> None:
 
 
 def _image(tag: str | None) -> str:
+    _need("docker")
     from zephyr_deploy._image import image_reference
     from zephyr_deploy._project import project_name
 
