@@ -21,6 +21,10 @@ from zephyr_deploy._exceptions import DeployError, EngineUnavailable
 
 #: The socket the SDK tries when DOCKER_HOST is unset.
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+#: Seconds to wait for an engine to answer at all (and its version).
+CONNECT_TIMEOUT = 10
+#: Seconds a build or push may stay silent before we give up on the engine.
+OPERATION_TIMEOUT = 1800
 #: Always left out of a build context, whatever .dockerignore says.
 NEVER_IN_CONTEXT = (".env", ".env.*", "**/.env", "**/.env.*", ".git", ".venv", ".zephyr")
 
@@ -36,6 +40,23 @@ def _no_engine(exc: BaseException) -> EngineUnavailable:
         f"no Docker engine answered at {engine_address()}: start one, or set DOCKER_HOST "
         "to one that runs (e.g. unix:///path/docker.sock, tcp://host:2376, ssh://user@host)"
     )
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    import requests.exceptions
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (requests.exceptions.ConnectionError, ConnectionError)):
+            return True
+        if isinstance(current, (FileNotFoundError, TimeoutError)):
+            return True
+        if isinstance(current, requests.exceptions.Timeout):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @contextlib.contextmanager
@@ -54,7 +75,9 @@ def translated(action: str) -> Iterator[None]:
             reason = reason.decode(errors="replace")
         raise DeployError(f"{action}: the engine answered {exc.status_code}: {reason}") from None
     except docker.errors.DockerException as exc:
-        if "Connection" in str(exc) or "connect" in str(exc) or "FileNotFound" in str(exc):
+        # The SDK wraps the transport's error (fetching the API version at connect
+        # time): look down the chain for a refused or missing connection.
+        if _connection_failed(exc):
             raise _no_engine(exc) from None
         raise DeployError(f"{action}: {exc}") from None
     except requests.exceptions.RequestException as exc:
@@ -66,8 +89,10 @@ def client() -> Any:
     import docker
 
     with translated("connecting to the Docker engine"):
-        engine = docker.from_env(timeout=10)
+        engine = docker.from_env(timeout=CONNECT_TIMEOUT)
         engine.ping()
+    # Connected: a build step or a layer upload may be silent for minutes.
+    engine.api.timeout = OPERATION_TIMEOUT
     return engine
 
 
