@@ -4,6 +4,10 @@ Every SDK call goes through here, and every failure the SDK raises becomes one
 :class:`DeployError` line: no engine (what was tried, how to point elsewhere), a build
 step that failed (the build's own message), an image that is not healthy, a push the
 registry refused.
+
+Beyond the SDK's documented client API this uses ``docker.utils.build.tar`` (the SDK's
+own context packer, so its .dockerignore matching is Docker's) and the ``APIClient.timeout``
+attribute; ``docker`` is pinned to the major version tested (7).
 """
 
 from __future__ import annotations
