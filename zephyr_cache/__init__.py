@@ -12,7 +12,12 @@ Example::
 """
 
 from zephyr_cache._cache import Cache
-from zephyr_cache._decorators import AsyncCachedFunction, SyncCachedFunction, cached
+from zephyr_cache._decorators import (
+    AsyncCachedFunction,
+    CachedOptions,
+    SyncCachedFunction,
+    cached,
+)
 from zephyr_cache._exceptions import CacheError
 from zephyr_cache._groups import CacheGroup
 from zephyr_cache._registry import cache, close_caches, configure, get_cache, reset
@@ -25,6 +30,7 @@ __all__ = [
     "Cache",
     "CacheError",
     "CacheGroup",
+    "CachedOptions",
     "SyncCachedFunction",
     "cache",
     "cached",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 
 from zephyr_cache._config import CacheConfig, parse_timeout
+from zephyr_cache._flights import single_flight
 from zephyr_cache._memory import MISSING
 from zephyr_cache._serializers import Serializer
 from zephyr_cache._stats import CacheStats
@@ -15,7 +17,7 @@ from zephyr_cache._stores import MemoryStore, Store
 from zephyr_cache._tiered import TieredStore
 
 if TYPE_CHECKING:
-    from zephyr_cache._decorators import Decorator
+    from zephyr_cache._decorators import CachedOptions, Decorator
     from zephyr_cache._warmers import W
 
 
@@ -54,6 +56,7 @@ class Cache:
         # a tiered cache answers hot keys from its local tier the same way.
         self._memory = store if isinstance(store, MemoryStore) else None
         self._tiered = store if isinstance(store, TieredStore) and store.top else None
+        self._flights: dict[str, asyncio.Future[Any]] = {}  # get_or_set's single flight
 
     def __repr__(self) -> str:
         return f"<Cache {self.name!r} {self.config.describe()}>"
@@ -151,6 +154,63 @@ class Cache:
         stored, payload = self.encode(full_key, value)
         return await self._store.add(full_key, stored, payload, ttl)
 
+    async def add(self, key: str, value: Any, timeout: Timeout = DEFAULT) -> bool:
+        """Store ``value`` under ``key`` only if ``key`` is absent (atomic: Redis ``SET NX``).
+
+        Returns:
+            True when this call stored it, False when ``key`` already held an entry.
+
+        Raises:
+            CacheError: a Redis tier is down or did not answer. Unlike the other calls,
+                ``add`` does not fail open: answering True to every caller would break
+                the exclusivity it promises.
+            TypeError: the value cannot be serialised.
+        """
+        full = self.full_key(key)
+        ttl = self._ttl(timeout)
+        stored, payload = self.encode(key, value)
+        return await self._store.add(full, stored, payload, ttl, strict=True)
+
+    async def exists(self, key: str) -> bool:
+        """True when ``key`` holds an entry (False while the backend is down)."""
+        return await self._store.exists(self.full_key(key))
+
+    async def has_key(self, key: str) -> bool:
+        """Alias of :meth:`exists` (django-redis's name)."""
+        return await self._store.exists(self.full_key(key))
+
+    async def get_or_set(
+        self,
+        key: str,
+        default: Any | Callable[[], Any] | Callable[[], Awaitable[Any]],
+        timeout: Timeout = DEFAULT,
+    ) -> Any:
+        """The value under ``key``; when absent, store ``default`` and return it.
+
+        A callable ``default`` is called only on a miss (and awaited when it returns an
+        awaitable); concurrent misses of ``key`` on one event loop call it once and
+        share its result (like ``@cached``). While the backend is down every call
+        misses, computes and returns the value (failing open).
+
+        Raises:
+            TypeError: the value cannot be serialised.
+        """
+        full = self.full_key(key)
+        ttl = self._ttl(timeout)
+        value = await self.get_entry(full)
+        if value is not MISSING:
+            return value
+
+        async def compute() -> Any:
+            fresh = default() if callable(default) else default
+            if inspect.isawaitable(fresh):
+                fresh = await fresh
+            stored, payload = self.encode(key, fresh)
+            await self._store.set(full, stored, payload, ttl)
+            return fresh
+
+        return await single_flight(self._flights, full, compute)
+
     async def delete(self, key: str) -> bool:
         """Remove ``key`` from every tier; True when it existed."""
         return await self._store.delete(self.full_key(key))
@@ -222,29 +282,12 @@ class Cache:
 
     # -- decorators and warmers (defined in their own modules) -----------------
 
-    def cached(
-        self,
-        timeout: Timeout = DEFAULT,
-        *,
-        key_prefix: str | None = None,
-        cache_name: str | None = None,
-        key: Callable[..., Any] | None = None,
-        unless: Callable[..., bool] | None = None,
-        lock: bool = False,
-        early: bool = False,
-    ) -> Decorator:
+    def cached(self, timeout: Timeout = DEFAULT, **options: Unpack[CachedOptions]) -> Decorator:
         """Cache a function's results in this cache: see :func:`zephyr_cache.cached`."""
         from zephyr_cache._decorators import cached
 
-        return cached(
-            timeout,
-            key_prefix=key_prefix,
-            cache_name=cache_name or self.name,
-            key=key,
-            unless=unless,
-            lock=lock,
-            early=early,
-        )
+        options["cache_name"] = options.get("cache_name") or self.name
+        return cached(timeout, **options)
 
     def warmer(self, name: str) -> Callable[[W], W]:
         """Register a cache warmer: see :func:`zephyr_cache.warmer`."""

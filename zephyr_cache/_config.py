@@ -28,6 +28,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 DEFAULT_MAX_SIZE = 10_000
 DEFAULT_OPERATION_TIMEOUT = 0.1
 DEFAULT_COOLDOWN = 1.0
+DEFAULT_MAX_CONNECTIONS = 50  # per event loop; calls beyond it wait for a free one
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class CacheConfig:
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT
     fail_open: bool = True
     cooldown: float = DEFAULT_COOLDOWN
-    max_connections: int | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def describe(self) -> dict[str, Any]:
         """The settings worth showing, with any password masked."""
@@ -115,6 +116,9 @@ def _one(name: str, raw: Mapping[str, Any], settings: Settings) -> CacheConfig:
     prefix = raw.get("key_prefix", settings.CACHE_KEY_PREFIX)
     if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
         raise _fail(name, "key_prefix", prefix, "expected a non-empty string without spaces")
+    if ":" in prefix:
+        # ':' ends the prefix in stored keys: clear() on "app" would delete "app:sub"'s.
+        raise _fail(name, "key_prefix", prefix, "must not contain ':' (use '.' or '-')")
     values["key_prefix"] = prefix
 
     version = raw.get("version", 1)
@@ -153,11 +157,14 @@ def _one(name: str, raw: Mapping[str, Any], settings: Settings) -> CacheConfig:
         if not isinstance(fail_open, bool):
             raise _fail(name, "fail_open", fail_open, "expected True or False")
         values["fail_open"] = fail_open
-        connections = raw.get("max_connections")
-        if connections is not None and (
-            isinstance(connections, bool) or not isinstance(connections, int) or connections < 1
-        ):
-            raise _fail(name, "max_connections", connections, "expected a positive integer")
+        connections = raw.get("max_connections", DEFAULT_MAX_CONNECTIONS)
+        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
+            raise _fail(
+                name,
+                "max_connections",
+                connections,
+                "expected a positive integer (connections per event loop; calls beyond it wait)",
+            )
         values["max_connections"] = connections
     elif backend == "memory":
         size = raw.get("max_size", DEFAULT_MAX_SIZE)

@@ -22,10 +22,21 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from zephyr_cache._cache import DEFAULT, Cache, Timeout
 from zephyr_cache._config import parse_timeout
+from zephyr_cache._flights import single_flight
 from zephyr_cache._keys import FunctionKey
 from zephyr_cache._memory import MISSING
 from zephyr_cache._registry import get_cache
@@ -43,6 +54,38 @@ T = TypeVar("T")
 LOCK_LEASE = 10.0
 #: XFetch's beta: above 1 favours earlier recomputation.
 EARLY_BETA = 1.0
+
+# The wall clock (entries' expiry times are shared across processes; compute times
+# are measured on it too) and the random source of early expiration: module-level so
+# tests can replace them.
+_clock: Callable[[], float] = time.time
+_random: Callable[[], float] = random.random
+
+
+class CachedOptions(TypedDict, total=False):
+    """The options of :func:`cached`, ``Cache.cached``, ``cache.cached`` and
+    ``CacheGroup.cached`` (all optional; ``timeout`` is their first argument).
+
+    Attributes:
+        key_prefix: Replaces ``module.qualname`` at the front of the key.
+        cache_name: The named cache to use (default "default"); resolved at call
+            time, so ``configure()`` may run after decoration.
+        key: ``key(*args, **kwargs)`` returning a string (or plain values) used
+            instead of the arguments.
+        unless: ``unless(*args, **kwargs)``; when true the call bypasses the cache.
+        lock: Across processes, only one computes a missing key; the others wait for
+            its value (up to ``LOCK_LEASE`` seconds). While Redis is down the lock
+            cannot be taken, so every process computes (each once: the in-process
+            single flight still holds), rather than none of them.
+        early: Recompute hot keys shortly before they expire (probabilistically).
+    """
+
+    key_prefix: str | None
+    cache_name: str | None
+    key: Callable[..., Any] | None
+    unless: Callable[..., bool] | None
+    lock: bool
+    early: bool
 
 
 class Decorator(Protocol):
@@ -65,12 +108,12 @@ class _Options:
         fn: Callable[..., Any],
         *,
         timeout: Timeout,
-        key_prefix: str | None,
-        cache_name: str | None,
-        key: Callable[..., Any] | None,
-        unless: Callable[..., bool] | None,
-        lock: bool,
-        early: bool,
+        key_prefix: str | None = None,
+        cache_name: str | None = None,
+        key: Callable[..., Any] | None = None,
+        unless: Callable[..., bool] | None = None,
+        lock: bool = False,
+        early: bool = False,
         group: CacheGroup | None,
         by: str | None,
     ) -> None:
@@ -162,7 +205,7 @@ class _Cached:
         if self._o.early and len(entry) > 1 and entry[1]:
             spent, expires_at = entry[1]
             # XFetch: recompute early with a probability that grows near expiry.
-            if time.time() - spent * EARLY_BETA * math.log(random.random() or 1e-12) >= expires_at:
+            if _clock() - spent * EARLY_BETA * math.log(_random() or 1e-12) >= expires_at:
                 return False, tokens
         return True, entry[0]
 
@@ -186,7 +229,7 @@ class _Cached:
         self, cache: Cache, keys: list[str], value: Any, spent: float, tokens: list[Any]
     ) -> None:
         ttl = self._ttl(cache)
-        early = [round(spent, 6), time.time() + ttl] if self._o.early and ttl else None
+        early = [round(spent, 6), _clock() + ttl] if self._o.early and ttl else None
         entry = [value, early, tokens] if tokens else [value, early] if early else [value]
         try:
             await cache.set_entry(keys[0], entry, ttl)
@@ -234,7 +277,7 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
     def __init__(self, options: _Options) -> None:
         super().__init__(options)
         self._fn: Callable[..., Awaitable[R]] = options.fn
-        self._flights: dict[str, asyncio.Future[R]] = {}
+        self._flights: dict[str, asyncio.Future[Any]] = {}
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self if instance is None else functools.partial(self.__call__, instance)
@@ -257,31 +300,9 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
             hit, found = await self._lookup(cache, keys)
             if hit:
                 return found  # type: ignore[no-any-return]
-        flight = self._flights.get(keys[0])
-        if flight is not None and flight.get_loop() is asyncio.get_running_loop():
-            try:
-                return await asyncio.shield(flight)
-            except asyncio.CancelledError:
-                if not flight.cancelled():
-                    raise
-                # the computing caller was cancelled: compute ourselves
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[keys[0]] = flight
-        try:
-            value = await self._compute(cache, keys, found, args, kwargs)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                flight.cancel()
-            else:
-                flight.set_exception(exc)
-                flight.exception()  # retrieved: no "never retrieved" log without waiters
-            raise
-        else:
-            flight.set_result(value)
-        finally:
-            if self._flights.get(keys[0]) is flight:
-                del self._flights[keys[0]]
-        return value
+        return await single_flight(
+            self._flights, keys[0], lambda: self._compute(cache, keys, found, args, kwargs)
+        )
 
     async def _compute(
         self,
@@ -301,9 +322,9 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
                 if hit:
                     return value  # type: ignore[no-any-return]
         try:
-            started = time.monotonic()
+            started = _clock()
             value = await self._fn(*args, **kwargs)
-            await self._save(cache, keys, value, time.monotonic() - started, tokens)
+            await self._save(cache, keys, value, max(0.0, _clock() - started), tokens)
         finally:
             if lock is not None:
                 await self._release(cache, keys, lock)
@@ -321,9 +342,9 @@ class AsyncCachedFunction(_Cached, Generic[P, R]):
         tokens: list[Any] = []
         if len(keys) > 1:
             tokens = await self._tokens(cache, keys, await cache.get_entries(keys[1:]))
-        started = time.monotonic()
+        started = _clock()
         value = await self._fn(*args, **kwargs)
-        await self._save(cache, keys, value, time.monotonic() - started, tokens)
+        await self._save(cache, keys, value, max(0.0, _clock() - started), tokens)
         return value
 
 
@@ -356,6 +377,8 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
             leader = flight is None
             if flight is None:
                 flight = self._flights[keys[0]] = _Flight()
+            else:
+                flight.waiters += 1
         if not leader:
             flight.done.wait()
             if flight.ok:
@@ -390,9 +413,9 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
                 if hit:
                     return value  # type: ignore[no-any-return]
         try:
-            started = time.monotonic()
+            started = _clock()
             value = self._fn(*args, **kwargs)
-            run(self._save(cache, keys, value, time.monotonic() - started, tokens))
+            run(self._save(cache, keys, value, max(0.0, _clock() - started), tokens))
         finally:
             if lock is not None:
                 run(self._release(cache, keys, lock))
@@ -413,9 +436,9 @@ class SyncCachedFunction(_Cached, Generic[P, R]):
         tokens: list[Any] = []
         if len(keys) > 1:
             tokens = run(self._tokens(cache, keys, run(cache.get_entries(keys[1:]))))
-        started = time.monotonic()
+        started = _clock()
         value = self._fn(*args, **kwargs)
-        run(self._save(cache, keys, value, time.monotonic() - started, tokens))
+        run(self._save(cache, keys, value, max(0.0, _clock() - started), tokens))
         return value
 
 
@@ -435,62 +458,49 @@ def _runner_for(cache: Cache) -> Callable[[Coroutine[Any, Any, Any]], Any]:
 
 
 class _Flight:
-    __slots__ = ("done", "ok", "value")
+    __slots__ = ("done", "ok", "value", "waiters")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = False
         self.value: Any = None
+        self.waiters = 0  # threads waiting for this computation (tests wait on it)
 
 
-def cached(
-    timeout: Timeout = DEFAULT,
-    *,
-    key_prefix: str | None = None,
-    cache_name: str | None = None,
-    key: Callable[..., Any] | None = None,
-    unless: Callable[..., bool] | None = None,
-    lock: bool = False,
-    early: bool = False,
-    group: CacheGroup | None = None,
-    by: str | None = None,
-) -> Decorator:
+def cached(timeout: Timeout = DEFAULT, **options: Unpack[CachedOptions]) -> Decorator:
     """Cache the results of an async or sync function.
 
     Args:
         timeout: Seconds to keep a result (default: the cache's ``timeout``; None or
             0: until evicted).
-        key_prefix: Replaces ``module.qualname`` at the front of the key.
-        cache_name: The named cache to use (default "default"); resolved at call time,
-            so ``configure()`` may run after decoration.
-        key: ``key(*args, **kwargs)`` returning a string (or plain values) used
-            instead of the arguments.
-        unless: ``unless(*args, **kwargs)``; when true the call bypasses the cache.
-        lock: Across processes, only one computes a missing key; the others wait.
-        early: Recompute hot keys shortly before they expire (probabilistically).
-        group, by: Used by :meth:`CacheGroup.cached`.
+        **options: See :class:`CachedOptions`: ``key_prefix``, ``cache_name``, ``key``,
+            ``unless``, ``lock``, ``early``.
 
     Raises:
-        ConfigError: at decoration, for a bad option.
+        ConfigError: at decoration, for a bad or unknown option.
         TypeError: at call time, for an argument that cannot form a key or a result
             that cannot be serialised (the message names it).
     """
-    options = {
-        "timeout": timeout,
-        "key_prefix": key_prefix,
-        "cache_name": cache_name,
-        "key": key,
-        "unless": unless,
-        "lock": lock,
-        "early": early,
-        "group": group,
-        "by": by,
-    }
+    return decorator(timeout, options, group=None, by=None)
+
+
+def decorator(
+    timeout: Timeout, options: CachedOptions, *, group: CacheGroup | None, by: str | None
+) -> Decorator:
+    """``cached``'s decorator, also grouped (``CacheGroup.cached``)."""
+    accepted = CachedOptions.__optional_keys__
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"cached(): unknown option {unknown[0]}= (accepted: timeout, "
+            f"{', '.join(sorted(accepted))}{', by' if group is not None else ''})",
+            field=unknown[0],
+        )
 
     def decorate(fn: Callable[..., Any]) -> Any:
         if not callable(fn):
             raise TypeError(f"@cached decorates a function, got {fn!r}")
-        validated = _Options(fn, **options)  # type: ignore[arg-type]
+        validated = _Options(fn, timeout=timeout, group=group, by=by, **options)
         if inspect.iscoroutinefunction(fn):
             return AsyncCachedFunction(validated)
         return SyncCachedFunction(validated)

@@ -10,13 +10,13 @@ served afterwards: it carries the old token. Tokens are created with SET NX.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from zephyr_cache._cache import DEFAULT, Cache, Timeout
-from zephyr_cache._decorators import Decorator, cached
+from zephyr_cache._decorators import CachedOptions, Decorator, decorator
 from zephyr_cache._keys import encode, shorten
 from zephyr_cache._registry import get_cache
+from zephyr_core import ConfigError
 
 
 class CacheGroup:
@@ -53,28 +53,22 @@ class CacheGroup:
         return shorten(f"__group__:{self.name}:{encode(value, f'group {self.name!r} value')}")
 
     def cached(
-        self,
-        timeout: Timeout = DEFAULT,
-        *,
-        by: str | None = None,
-        key_prefix: str | None = None,
-        key: Callable[..., Any] | None = None,
-        unless: Callable[..., bool] | None = None,
-        lock: bool = False,
-        early: bool = False,
+        self, timeout: Timeout = DEFAULT, *, by: str | None = None, **options: Unpack[CachedOptions]
     ) -> Decorator:
-        """Like :func:`cached`, grouped by the first argument (or the one named ``by``)."""
-        return cached(
-            timeout,
-            key_prefix=key_prefix,
-            cache_name=self.cache_name,
-            key=key,
-            unless=unless,
-            lock=lock,
-            early=early,
-            group=self,
-            by=by,
-        )
+        """Like :func:`cached`, grouped by the first argument (or the one named ``by``).
+
+        Raises:
+            ConfigError: ``cache_name`` names another cache than the group's.
+        """
+        cache_name = options.get("cache_name")
+        if cache_name is not None and cache_name != self.cache_name:
+            raise ConfigError(
+                f"{self!r}.cached(cache_name={cache_name!r}): a group's entries live in "
+                f"its own cache ({self.cache_name!r}): pass cache_name to CacheGroup()",
+                field="cache_name",
+            )
+        options["cache_name"] = self.cache_name
+        return decorator(timeout, options, group=self, by=by)
 
     async def invalidate(self, value: Any) -> None:
         """Drop every entry of the group computed for ``value`` (in every process)."""

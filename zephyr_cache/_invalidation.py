@@ -1,16 +1,21 @@
 """Cross-process invalidation of local tiers over Redis pub/sub.
 
-Every write a tiered cache makes to Redis is published, in the same MULTI as the write,
-on one channel per Redis server; each process subscribes once per server (on the
-background runner loop) and drops the named keys from its local tiers, typically within
-a millisecond or two. Messages a process sent itself are skipped.
+Every write a tiered cache makes to Redis is published, in the same command as the
+write (a Lua script), on one channel per Redis server; each process subscribes once per
+server (on the background runner loop) and drops the named keys from its local tiers,
+typically within a millisecond or two. Messages a process sent itself are skipped.
 
 When the subscription is lost (Redis down, connection cut, no PONG within
 ``LOST_AFTER`` seconds) every local tier is flushed and ``healthy`` turns False, so
 tiered caches bypass their local tiers until the subscription is back (and flushed once
 more: messages may have been missed in between). ``epoch`` increases with every
 invalidation, so a reader that fetched from Redis while an invalidation arrived does
-not put a value that may be stale into its local tier.
+not put a value that may be stale into its local tier. When a Redis tier comes back
+after an outage, :func:`flush_local_tiers` flushes the local tiers over it as well (the
+subscription may have stayed up while the server stopped answering commands).
+
+Fork safety and cancellation use ``zephyr_core._background`` (``PerProcess``,
+``current_pid``, ``cancel_on_loop``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from redis.backoff import NoBackoff
 from zephyr_cache._memory import MemoryBackend
 from zephyr_cache._runner import runner
 from zephyr_core import mask_url
+from zephyr_core._background import PerProcess, cancel_on_loop, current_pid
 
 logger = logging.getLogger("zephyr_cache")
 
@@ -40,15 +46,12 @@ PING_EVERY = 1.0
 LOST_AFTER = 3.0
 MAX_BACKOFF = 1.0
 
-_sender = (os.getpid(), uuid.uuid4().hex)
+_sender: PerProcess[str] = PerProcess(lambda: uuid.uuid4().hex)
 
 
 def sender_id() -> str:
     """This process's id in messages (new after a fork)."""
-    global _sender
-    if _sender[0] != os.getpid():
-        _sender = (os.getpid(), uuid.uuid4().hex)
-    return _sender[1]
+    return _sender.get()
 
 
 def message(keys: list[str] | None = None, prefix: str | None = None) -> str:
@@ -72,7 +75,7 @@ class InvalidationChannel:
         self.locals: list[MemoryBackend] = []
         self.ready = threading.Event()  # set whenever a subscription is confirmed
         self._task: asyncio.Task[None] | None = None
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self._stopping = False
         self._starting = threading.Lock()
 
@@ -83,10 +86,10 @@ class InvalidationChannel:
 
     def ensure(self) -> None:
         """Listen again if this process has no listener (e.g. a forked worker)."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             # The parent's listener thread did not survive fork: nothing told us about
             # changes since, so forget everything and subscribe on our own.
-            self._pid = os.getpid()
+            self._pid = current_pid()
             self._task = None
             self.healthy = False
             self.ready = threading.Event()
@@ -109,17 +112,7 @@ class InvalidationChannel:
         """Unsubscribe and stop listening; local tiers are bypassed from now on."""
         self._stopping = True
         self._lost()
-        task = self._task
-        if task is not None and not task.done():
-            loop = task.get_loop()
-
-            async def cancel() -> None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(cancel(), loop).result(5)
+        cancel_on_loop(self._task)
         self._task = None
 
     def _flush(self) -> None:
@@ -225,6 +218,13 @@ def channel_for(url: str) -> InvalidationChannel:
         channel = _channels[url] = InvalidationChannel(url)
         channel.start()
     return channel
+
+
+def flush_local_tiers(url: str) -> None:
+    """Flush this process's local tiers over the Redis server at ``url`` (it came back)."""
+    channel = _channels.get(url)
+    if channel is not None:
+        channel._flush()
 
 
 def stop_all() -> None:

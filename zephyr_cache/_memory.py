@@ -10,6 +10,11 @@ do not mutate what ``get`` returns (like ``functools.lru_cache``).
 
 ``lookup``/``store``/... are synchronous (no await on the hot path); aiocache's
 ``_get``/``_set``/... wrap them so the class also works through aiocache's own API.
+
+``flush`` replaces the theine instance instead of calling its ``clear()``: theine 2.0.0
+(theine-core 2.0/2.1) panics in Rust (``tlfu.rs: Option::unwrap()`` on ``None``) on
+the first writes after ``clear()`` once more keys than ``max_size`` were seen, and the
+panic leaves theine's core mutex held, so every later write hangs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 from theine import Cache as TinyLfu
+
+from zephyr_cache._exceptions import CacheError
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
@@ -39,7 +46,8 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.max_size = max_size
         self._entries: TinyLfu[str, tuple[Any, float]] = TinyLfu(max_size)
-        self._lock = threading.Lock()  # read-modify-write (incr) from several threads
+        # read-modify-write (incr) and flush's swap, from several threads
+        self._lock = threading.Lock()
 
     # -- synchronous primitives (our hot path) --------------------------------
 
@@ -66,8 +74,13 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         return bool(self._entries.delete(key))
 
     def flush(self) -> None:
-        """Drop every entry."""
-        self._entries.clear()
+        """Drop every entry (a fresh theine instance: see the module docstring)."""
+        with self._lock:
+            old, self._entries = self._entries, TinyLfu(self.max_size)
+        # A write racing with the swap may land in the old instance: it is dropped with
+        # it, as if it came just before the flush. close() ends its maintenance task
+        # (which holds a reference to it); the garbage collector frees the entries.
+        old.close()
 
     def remaining(self, key: str) -> Any:
         """Seconds left, None when it never expires, ``MISSING`` when absent."""
@@ -88,6 +101,14 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
         self.store(key, value, ttl)
         return True
 
+    def insert(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent (atomic across threads); True when stored."""
+        with self._lock:
+            if self.lookup(key) is not MISSING:
+                return False
+            self.store(key, value, ttl)
+            return True
+
     def add_int(self, key: str, delta: int, ttl: float | None) -> int:
         """Add ``delta`` to the integer under ``key`` (absent counts as 0)."""
         with self._lock:
@@ -98,12 +119,13 @@ class MemoryBackend(BaseCache):  # type: ignore[misc]
                 raise TypeError(f"the value under {key!r} is not an integer: {current!r}")
             left = self.remaining(key)
             total: int = current + delta
+            if not -(2**63) <= total < 2**63:  # as Redis's INCRBY: every backend agrees
+                raise CacheError(f"incr {key!r} by {delta}: overflows a 64-bit integer")
             self.store(key, total, ttl if current == 0 and left is MISSING else left)
             return total
 
     def close_sync(self) -> None:
         """Stop theine's maintenance task for this cache."""
-        self._entries.clear()
         self._entries.close()
 
     def __len__(self) -> int:

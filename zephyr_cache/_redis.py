@@ -1,127 +1,109 @@
-"""The Redis tier: an aiocache ``RedisCache`` per event loop, guarded for fail-open.
+"""The Redis tier: a store over aiocache's ``RedisCache``, guarded for fail-open.
 
-redis-py's asyncio connections belong to the loop that opened them, so each running
-loop (the app's, the sync-function runner's, a test's) gets its own aiocache cache and
-connection pool. The pool fails fast instead of retrying: ``socket_timeout`` and
-``socket_connect_timeout`` are the operation timeout (100 ms by default) and redis-py's
-retries are off, so fail-open decides what a failure costs, not a backoff loop.
-aiocache's own ``asyncio.wait_for`` wrapper is off (``timeout=None``): it costs a task
-per call and the socket timeouts already bound every operation.
+Connections and pools are in ``_redis_pool``; what a failure costs is in ``_failopen``.
+Here: which commands each operation sends, and what it answers when they fail.
+
+- Writes announced on the invalidation channel (a Redis cache under a local tier) run
+  as one cached Lua script (``EVALSHA``, falling back to ``EVAL`` after a script
+  flush) that writes and ``PUBLISH``-es: one command, atomic, no ``MULTI``.
+- ``set_many`` is one script whatever the timeout (``SET ... PX`` per key): one round
+  trip, all or nothing.
+- ``incr`` does not fail open: it raises :class:`CacheError` while Redis is down, when
+  the call fails and on overflow past a signed 64-bit integer. Only a counter that
+  ``incr`` creates gets the default timeout (``SET key 0 NX PX`` before ``INCRBY``).
+- A ``get`` on a key holding another Redis type (``WRONGTYPE``) is a miss with a
+  warning, never an outage.
+- Deletes and clears that could not be confirmed are replayed (``_failopen.Unconfirmed``)
+  before the next call once Redis answers; when an outage ends, this process's local
+  tiers over the same server are flushed.
+- A ``set`` that timed out returns False, but Redis may still apply it when it
+  answers (its announcement then drops local copies elsewhere, as for any write).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
+import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiocache import RedisCache
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
-from zephyr_cache._failopen import BACKEND_ERRORS, Guard, logger
-from zephyr_cache._invalidation import CHANNEL, message
+from zephyr_cache._exceptions import CacheError
+from zephyr_cache._failopen import BACKEND_ERRORS, Guard
+from zephyr_cache._invalidation import CHANNEL, flush_local_tiers, message
 from zephyr_cache._memory import MISSING
-from zephyr_cache._serializers import BadSignature, RawBytes, Serializer
+from zephyr_cache._redis_pool import LARGE, RedisBackend, RedisConnector
+from zephyr_cache._serializers import BadSignature, Serializer
 from zephyr_cache._stats import TierStats
 from zephyr_cache._stores import Store
 
+__all__ = ["RedisBackend", "RedisConnector", "RedisStore"]
 
-class RedisBackend(RedisCache):  # type: ignore[misc]
-    """aiocache's ``RedisCache`` with its pool built from a URL (TLS, users, sockets)."""
+logger = logging.getLogger("zephyr_cache")
 
-    def __init__(self, url: str, operation_timeout: float, max_connections: int | None) -> None:
-        def pool_from_url(**_aiocache_args: Any) -> ConnectionPool:
-            # aiocache passes host/port/db/password; the URL carries those and more.
-            return ConnectionPool.from_url(
-                url,
-                socket_timeout=operation_timeout,
-                socket_connect_timeout=operation_timeout,
-                retry=Retry(NoBackoff(), 0),
-                max_connections=max_connections,
-                decode_responses=False,
-            )
-
-        super().__init__(serializer=RawBytes(), timeout=None, connection_pool_class=pool_from_url)
-        self.url = url
-
-    async def _set(
-        self, key: str, value: Any, ttl: Any = None, _cas_token: Any = None, _conn: Any = None
-    ) -> Any:
-        # aiocache 0.12 calls SETEX/PSETEX, which redis-py 8 deprecates: SET EX/PX.
-        if _cas_token is not None:
-            return await super()._set(key, value, ttl, _cas_token, _conn)
-        if ttl is None:
-            return await self.client.set(key, value)
-        if isinstance(ttl, float):
-            return await self.client.set(key, value, px=max(1, int(ttl * 1000)))
-        return await self.client.set(key, value, ex=ttl)
-
-    async def delete_prefix(self, prefix: str) -> int:
-        """Delete every key starting with ``prefix`` (SCAN, never KEYS)."""
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-        deleted = 0
-        batch: list[bytes] = []
-        async for key in self.client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += await self.client.unlink(*batch)
-                batch.clear()
-        if batch:
-            deleted += await self.client.unlink(*batch)
-        return deleted
-
-    async def aclose(self) -> None:
-        """Close the connection pool (aiocache's ``close`` uses a deprecated call)."""
-        await self.client.aclose()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-class RedisConnector:
-    """Hands out the :class:`RedisBackend` of the running event loop."""
+class _Script:
+    """A Lua script run by its SHA1 (EVALSHA), sent whole (EVAL) when Redis lacks it."""
 
-    def __init__(self, url: str, operation_timeout: float, max_connections: int | None) -> None:
-        self.url = url
-        self.operation_timeout = operation_timeout
-        self.max_connections = max_connections
-        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisBackend] = (
-            weakref.WeakKeyDictionary()
-        )
+    __slots__ = ("sha", "source")
 
-    def backend(self) -> RedisBackend:
-        """This loop's aiocache cache (created on first use)."""
-        loop = asyncio.get_running_loop()
-        backend = self._backends.get(loop)
-        if backend is None:
-            backend = RedisBackend(self.url, self.operation_timeout, self.max_connections)
-            self._backends[loop] = backend
-        return backend
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def aclose(self) -> None:
-        """Close the running loop's pool."""
-        loop = asyncio.get_running_loop()
-        backend = self._backends.pop(loop, None)
-        if backend is not None:
-            await backend.aclose()
-
-    def loops(self) -> list[asyncio.AbstractEventLoop]:
-        """Loops that still hold a pool."""
-        return list(self._backends.keys())
+    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.execute_command("EVAL", self.source, len(keys), *keys, *args)
 
 
-_DOWN: Any = type("Down", (), {})()  # a write that was dropped (tier down or failing)
+# KEYS: keys; ARGV: px ('' = no expiry), channel, message ('' = none), payloads...
+_SET = _Script("""
+local px = ARGV[1]
+for i, key in ipairs(KEYS) do
+  if px == '' then redis.call('SET', key, ARGV[i + 3])
+  else redis.call('SET', key, ARGV[i + 3], 'PX', px) end
+end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+""")
 
-_RELEASE = (
+# KEYS: keys; ARGV: channel, message ('' = none). Returns how many existed.
+_DELETE = _Script("""
+local n = 0
+for _, key in ipairs(KEYS) do n = n + redis.call('DEL', key) end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
+return n
+""")
+
+# KEYS: counter; ARGV: delta, px of a new counter ('' = none), channel, message.
+# The total is read back as text: Lua numbers are doubles (exact only to 2**53).
+_INCR = _Script("""
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[2]) end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return redis.call('GET', KEYS[1])
+""")
+
+_RELEASE = _Script(
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
 
 
+def _px(ttl: float | None) -> int | str:
+    return max(1, int(ttl * 1000)) if ttl else ""
+
+
 class RedisStore(Store):
-    """A Redis server through aiocache's ``RedisCache``, guarded for fail-open.
+    """A Redis server through aiocache's ``RedisCache`` (see the module docstring).
 
     With ``publish`` on, writes are announced on the invalidation channel in the same
-    ``MULTI`` so local tiers elsewhere drop the keys.
+    command so local tiers elsewhere drop the keys.
     """
 
     def __init__(
@@ -137,6 +119,14 @@ class RedisStore(Store):
         self.serializer = serializer
         self.guard = guard
         self.publish = False
+        if connector.guard is not guard:
+            # One guard per Redis cache, whichever stores use it: tie it to the pools.
+            connector.guard = guard
+            guard.operation_timeout = connector.operation_timeout
+            url = connector.url
+            guard.on_recovery.append(lambda: flush_local_tiers(url))
+
+    # -- helpers -----------------------------------------------------------------
 
     def _decode(self, payload: bytes | None) -> Any:
         if payload is None:
@@ -153,61 +143,115 @@ class RedisStore(Store):
         self.stats.hits += 1
         return value
 
-    def _failed(self, exc: BaseException, operation: str) -> None:
+    def _failed(
+        self, exc: BaseException, operation: str, key: object, strict: bool = False
+    ) -> None:
         self.stats.errors += 1
-        self.guard.failed(exc, operation)
+        self.guard.failed(exc, operation, key, strict=strict)
 
-    def _up(self) -> bool:
+    async def _usable(self) -> bool:
+        """The slow path of a call after a failure: False while bypassed; replays first."""
         guard = self.guard
-        return not (guard.down_until and guard.bypassed())
+        if guard.bypassed():
+            return False
+        if guard.unconfirmed:
+            return await self._replay()
+        return True
 
-    def _ok(self) -> None:
-        if self.guard.in_outage:
-            self.guard.succeeded()
+    async def _replay(self) -> bool:
+        """Send the deletes and clears Redis did not confirm; True when it answered."""
+        guard = self.guard
+        keys, prefixes, dropped = guard.unconfirmed.take()
+        if dropped:
+            logger.warning(
+                "%s: %d unconfirmed deletes were forgotten during the outage (more than "
+                "the %d kept); those entries may be served until they expire",
+                guard.where,
+                dropped,
+                len(keys),
+            )
+        try:
+            backend = self.connector.backend()
+            for publish in (True, False):
+                batch = [key for key, announce in keys.items() if announce is publish]
+                for start in range(0, len(batch), 1000):
+                    chunk = batch[start : start + 1000]
+                    note = message(chunk) if publish else ""
+                    await _DELETE(backend.client, chunk, [CHANNEL, note])
+            for prefix, publish in prefixes.items():
+                await backend.delete_prefix(prefix)
+                if publish:
+                    await backend.client.publish(CHANNEL, message(prefix=prefix))
+        except BACKEND_ERRORS as exc:
+            for key, publish in keys.items():
+                guard.remember([key], publish)
+            for prefix, publish in prefixes.items():
+                guard.remember_prefix(prefix, publish)
+            self._failed(exc, "replaying unconfirmed deletes", None)
+            return False
+        guard.succeeded()
+        return True
+
+    async def _run(self, script: _Script, keys: Sequence[str], args: list[Any], size: int) -> Any:
+        """Run a script; a large payload gets its own client and a longer time budget."""
+        backend = self.connector.backend()
+        if size < LARGE:
+            return await script(backend.client, keys, args)
+        async with asyncio.timeout(backend.budget(size)):
+            return await script(backend.bulk, keys, args)
+
+    # -- reads -------------------------------------------------------------------
 
     async def get(self, key: str) -> Any:
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
             self.stats.misses += 1
             return MISSING
         try:
             payload = await self.connector.backend().get(key)
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "GET")
+            self._failed(exc, "GET", key)
             self.stats.misses += 1
             return MISSING
-        self._ok()
+        if guard.troubled:
+            guard.succeeded()
         return self._decode(payload)
 
     async def get_with_ttl(self, key: str) -> tuple[Any, float | None]:
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
             self.stats.misses += 1
             return MISSING, None
         try:
             async with self.connector.backend().client.pipeline(transaction=False) as pipe:
                 payload, pttl = await pipe.get(key).pttl(key).execute()
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "GET")
+            self._failed(exc, "GET", key)
             self.stats.misses += 1
             return MISSING, None
-        self._ok()
+        if guard.troubled:
+            guard.succeeded()
         return self._decode(payload), (pttl / 1000 if pttl and pttl > 0 else None)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
             self.stats.misses += len(keys)
             return [MISSING] * len(keys)
         try:
             payloads = await self.connector.backend().multi_get(list(keys))
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "MGET")
+            self._failed(exc, "MGET", list(keys))
             self.stats.misses += len(keys)
             return [MISSING] * len(keys)
-        self._ok()
+        if guard.troubled:
+            guard.succeeded()
         return [self._decode(p) for p in payloads]
 
     async def get_many_with_ttl(self, keys: Sequence[str]) -> list[tuple[Any, float | None]]:
         """Values and remaining lifetimes in one round trip (for filling local tiers)."""
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
             self.stats.misses += len(keys)
             return [(MISSING, None)] * len(keys)
         try:
@@ -216,84 +260,140 @@ class RedisStore(Store):
                     pipe.get(key).pttl(key)
                 replies = await pipe.execute()
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "GET")
+            self._failed(exc, "GET", list(keys))
             self.stats.misses += len(keys)
             return [(MISSING, None)] * len(keys)
-        self._ok()
+        if guard.troubled:
+            guard.succeeded()
         return [
             (self._decode(payload), pttl / 1000 if pttl and pttl > 0 else None)
             for payload, pttl in zip(replies[::2], replies[1::2], strict=True)
         ]
 
-    async def _write(self, operation: str, keys: list[str], *commands: tuple[Any, ...]) -> Any:
-        """Run commands (in a MULTI with the announcement when publishing)."""
-        if not self._up():
-            return _DOWN
-        client = self.connector.backend().client
+    async def ttl(self, key: str) -> Any:
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            return MISSING
         try:
-            if self.publish:
-                async with client.pipeline(transaction=True) as pipe:
-                    for name, *args in commands:
-                        pipe.execute_command(name, *args)
-                    pipe.execute_command("PUBLISH", CHANNEL, message(keys))
-                    results = await pipe.execute()
-                result = results[0]
-            else:
-                results = []
-                for name, *args in commands:
-                    results.append(await client.execute_command(name, *args))
-                result = results[0]
+            pttl = await self.connector.backend().client.pttl(key)
         except BACKEND_ERRORS as exc:
-            self._failed(exc, operation)
-            return _DOWN
-        self._ok()
-        return result
+            self._failed(exc, "PTTL", key)
+            return MISSING
+        if guard.troubled:
+            guard.succeeded()
+        if pttl == -2:
+            return MISSING
+        return None if pttl == -1 else pttl / 1000
+
+    # -- writes ------------------------------------------------------------------
 
     async def set(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
-        if not self.publish:
-            if not self._up():
-                return False
-            try:
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            return False
+        try:
+            if not self.publish and len(payload) < LARGE:
                 await self.connector.backend().set(key, payload, ttl=_ttl(ttl))
-            except BACKEND_ERRORS as exc:
-                self._failed(exc, "SET")
-                return False
-            self._ok()
-            return True
-        args: tuple[Any, ...] = ("SET", key, payload)
-        if ttl:
-            args = (*args, "PX", max(1, int(ttl * 1000)))
-        return await self._write("SET", [key], args) is not _DOWN
+            else:
+                note = message([key]) if self.publish else ""
+                await self._run(_SET, [key], [_px(ttl), CHANNEL, note, payload], len(payload))
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, "SET", key)
+            return False
+        if guard.troubled:
+            guard.succeeded()
+        return True
 
     async def set_many(self, items: Sequence[tuple[str, Any, bytes]], ttl: float | None) -> bool:
         if not items:
             return True
-        commands: list[tuple[Any, ...]] = [
-            ("MSET", *[part for key, _, payload in items for part in (key, payload)])
-        ]
-        if ttl:
-            commands += [("PEXPIRE", key, max(1, int(ttl * 1000))) for key, _, _ in items]
-        done = await self._write("MSET", [key for key, _, _ in items], *commands)
-        return done is not _DOWN
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            return False
+        keys = [key for key, _, _ in items]
+        payloads = [payload for _, _, payload in items]
+        note = message(keys) if self.publish else ""
+        try:
+            size = sum(map(len, payloads))
+            await self._run(_SET, keys, [_px(ttl), CHANNEL, note, *payloads], size)
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, "SET (set_many)", keys)
+            return False
+        if guard.troubled:
+            guard.succeeded()
+        return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
-        args: tuple[Any, ...] = ("SET", key, payload, "NX")
+    async def _write(
+        self, operation: str, key: str, command: tuple[Any, ...], strict: bool = False
+    ) -> tuple[bool, Any]:
+        """Run one command (in a MULTI with its announcement when publishing).
+
+        Returns (done, reply); ``strict`` raises CacheError instead of failing open.
+        """
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            if strict:
+                guard.refuse(operation, key)
+            return False, None
+        client = self.connector.backend().client
+        try:
+            if self.publish:
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.execute_command(*command)
+                    pipe.execute_command("PUBLISH", CHANNEL, message([key]))
+                    reply = (await pipe.execute())[0]
+            else:
+                reply = await client.execute_command(*command)
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, operation, key, strict)
+            return False, None
+        if guard.troubled:
+            guard.succeeded()
+        return True, reply
+
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
+        """SET NX. Failing open (``strict`` False) a tier that is down answers True, so
+        a lock or a group token never blocks; ``strict`` raises CacheError instead."""
+        command: tuple[Any, ...] = ("SET", key, payload, "NX")
         if ttl:
-            args = (*args, "PX", max(1, int(ttl * 1000)))
-        # A tier that is down does not block a lock or a group token: fail open.
-        result = await self._write("SET NX", [key], args)
-        return result is _DOWN or result is not None
+            command = (*command, "PX", _px(ttl))
+        done, reply = await self._write("SET NX", key, command, strict)
+        return not done or reply is not None
 
     async def delete(self, key: str) -> bool:
-        result = await self._write("DEL", [key], ("DEL", key))
-        return result is not _DOWN and bool(result)
+        return bool(await self._delete([key]))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
-            await self._write("DEL", list(keys), ("DEL", *keys))
+            await self._delete(list(keys))
+
+    async def _delete(self, keys: list[str]) -> int:
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            guard.remember(keys, self.publish)
+            return 0
+        try:
+            if self.publish:
+                deleted = await _DELETE(
+                    self.connector.backend().client, keys, [CHANNEL, message(keys)]
+                )
+            else:
+                deleted = await self.connector.backend().client.delete(*keys)
+        except BACKEND_ERRORS as exc:
+            # Not confirmed: Redis may or may not have applied it. Replay it later.
+            guard.remember(keys, self.publish)
+            self._failed(exc, "DEL", keys[0] if len(keys) == 1 else keys)
+            return 0
+        if guard.troubled:
+            guard.succeeded()
+        return int(deleted)
 
     async def clear(self, prefix: str) -> None:
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            guard.remember_prefix(prefix, self.publish)
             return
         try:
             backend = self.connector.backend()
@@ -301,63 +401,61 @@ class RedisStore(Store):
             if self.publish:
                 await backend.client.publish(CHANNEL, message(prefix=prefix))
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "CLEAR")
+            guard.remember_prefix(prefix, self.publish)
+            self._failed(exc, "CLEAR", prefix + "*")
             return
-        self._ok()
+        if guard.troubled:
+            guard.succeeded()
 
     async def incr(self, key: str, delta: int, ttl: float | None) -> int:
-        if not self._up():
-            return delta
-        client = self.connector.backend().client
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            guard.refuse("incr", key)
+            raise CacheError(f"{guard.where}: incr {key!r} refused: Redis did not answer")
+        if not INT64_MIN <= delta <= INT64_MAX:
+            raise CacheError(f"{guard.where}: incr {key!r} by {delta}: overflows a 64-bit integer")
+        note = message([key]) if self.publish else ""
         try:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.incrby(key, delta)
-                if ttl:
-                    # Only a new counter gets the default timeout (PEXPIRE ... NX).
-                    pipe.execute_command("PEXPIRE", key, max(1, int(ttl * 1000)), "NX")
-                if self.publish:
-                    pipe.execute_command("PUBLISH", CHANNEL, message([key]))
-                results = await pipe.execute(raise_on_error=True)
+            total = await _INCR(
+                self.connector.backend().client, [key], [delta, _px(ttl), CHANNEL, note]
+            )
         except BACKEND_ERRORS as exc:
-            if _not_integer(exc):
+            text = str(exc)
+            if "not an integer" in text or "WRONGTYPE" in text:
                 raise TypeError(f"the value under {key!r} is not an integer") from None
-            self._failed(exc, "INCRBY")
-            return delta
-        self._ok()
-        total: int = results[0]
-        return total
-
-    async def ttl(self, key: str) -> Any:
-        if not self._up():
-            return MISSING
-        try:
-            pttl = await self.connector.backend().client.pttl(key)
-        except BACKEND_ERRORS as exc:
-            self._failed(exc, "PTTL")
-            return MISSING
-        self._ok()
-        if pttl == -2:
-            return MISSING
-        return None if pttl == -1 else pttl / 1000
+            if "overflow" in text:
+                raise CacheError(
+                    f"{guard.where}: incr {key!r} by {delta}: overflows a 64-bit integer "
+                    "(the counter is unchanged)"
+                ) from None
+            self._failed(exc, "incr", key, strict=True)
+            raise  # unreachable: strict raises CacheError
+        if guard.troubled:
+            guard.succeeded()
+        return int(total)
 
     async def expire(self, key: str, ttl: float | None) -> bool:
-        command = ("PERSIST", key) if not ttl else ("PEXPIRE", key, max(1, int(ttl * 1000)))
-        result = await self._write("EXPIRE", [key], command)
-        if result is _DOWN:
+        command = ("PERSIST", key) if not ttl else ("PEXPIRE", key, _px(ttl))
+        done, reply = await self._write("EXPIRE", key, command)
+        if not done:
             return False
-        if not ttl and result == 0:  # PERSIST answers 0 when there was no expiry
+        if not ttl and reply == 0:  # PERSIST answers 0 when there was no expiry
             return await self.ttl(key) is not MISSING
-        return bool(result)
+        return bool(reply)
 
     async def release(self, key: str, value: Any, payload: bytes) -> None:
-        if not self._up():
+        guard = self.guard
+        if guard.troubled and not await self._usable():
             return
         try:
             client = self.connector.backend().client
-            if await client.eval(_RELEASE, 1, key, payload) and self.publish:
+            if await _RELEASE(client, [key], [payload]) and self.publish:
                 await client.publish(CHANNEL, message([key]))
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "release lock")
+            self._failed(exc, "release lock", key)
+            return
+        if guard.troubled:
+            guard.succeeded()
 
     async def ping(self) -> None:
         await self.connector.backend().client.ping()
@@ -371,7 +469,3 @@ def _ttl(ttl: float | None) -> int | float | None:
     if ttl is None or float(ttl).is_integer():
         return None if ttl is None else int(ttl)
     return float(ttl)
-
-
-def _not_integer(exc: BaseException) -> bool:
-    return "not an integer" in str(exc)

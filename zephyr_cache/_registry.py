@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from zephyr_cache._cache import DEFAULT, Cache, Timeout
 from zephyr_cache._config import CacheConfig, from_settings, parse
@@ -26,7 +26,7 @@ from zephyr_cache._tiered import TieredStore
 from zephyr_core import ConfigError, get_settings, mask_url
 
 if TYPE_CHECKING:
-    from zephyr_cache._decorators import Decorator
+    from zephyr_cache._decorators import CachedOptions, Decorator
     from zephyr_cache._warmers import W
 
 _lock = threading.RLock()
@@ -238,28 +238,10 @@ class _DefaultCache:
         return getattr(get_cache("default"), name)
 
     # Decorating must not build the cache: configure() may come later.
-    def cached(
-        self,
-        timeout: Timeout = DEFAULT,
-        *,
-        key_prefix: str | None = None,
-        cache_name: str | None = None,
-        key: Callable[..., Any] | None = None,
-        unless: Callable[..., bool] | None = None,
-        lock: bool = False,
-        early: bool = False,
-    ) -> Decorator:
+    def cached(self, timeout: Timeout = DEFAULT, **options: Unpack[CachedOptions]) -> Decorator:
         from zephyr_cache._decorators import cached
 
-        return cached(
-            timeout,
-            key_prefix=key_prefix,
-            cache_name=cache_name,
-            key=key,
-            unless=unless,
-            lock=lock,
-            early=early,
-        )
+        return cached(timeout, **options)
 
     def warmer(self, name: str) -> Callable[[W], W]:
         from zephyr_cache._warmers import warmer

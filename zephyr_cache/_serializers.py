@@ -2,6 +2,8 @@
 
 Integers are always stored as decimal text, whatever the serializer, so Redis can
 ``INCRBY`` a value written by ``set`` and ``get`` reads back what ``incr`` wrote.
+JSON and msgpack store an ``int`` subclass (an ``IntEnum`` member) as its plain value
+too, which is what they would read back anyway; signed pickle keeps the member.
 Every serializer is an aiocache ``BaseSerializer`` (``encoding=None``: bytes in, bytes out).
 """
 
@@ -53,6 +55,8 @@ class JsonSerializer(Serializer):
     name = "json"
 
     def _dumps(self, value: Any) -> bytes:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(int(value)).encode()  # an IntEnum member: its decimal value
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
     def _loads(self, value: bytes) -> Any:
@@ -72,6 +76,10 @@ class MsgpackSerializer(Serializer):
         self._unpackb = msgpack.unpackb
 
     def _dumps(self, value: Any) -> bytes:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # An int subclass: msgpack packs 45 and 48-57 as one byte, b"-" or a digit,
+            # which ``loads`` would read as decimal text (IntEnum member 50 came back 2).
+            return str(int(value)).encode()
         packed: bytes = self._packb(value, use_bin_type=True)
         return packed
 

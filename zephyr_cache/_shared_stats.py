@@ -20,6 +20,7 @@ from zephyr_cache._failopen import BACKEND_ERRORS
 from zephyr_cache._redis import RedisConnector
 from zephyr_cache._runner import runner, started_runner
 from zephyr_cache._stats import CacheStats, TierStats
+from zephyr_core._background import cancel_on_loop
 
 FLUSH_EVERY = 5.0
 FIELDS = ("hits", "misses", "errors")
@@ -116,16 +117,7 @@ class SharedStats:
         task = self._task
         self._task = None
         self._sources = []
-        if task is not None and not task.done():
-            loop = task.get_loop()
-
-            async def cancel() -> None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-            if loop.is_running():
-                asyncio.run_coroutine_threadsafe(cancel(), loop).result(5)
+        cancel_on_loop(task)
 
 
 shared = SharedStats()

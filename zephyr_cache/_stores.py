@@ -44,8 +44,16 @@ class Store:
             await self.set(key, value, payload, ttl)
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
+        """Store only if absent; True when stored. ``strict``: a Redis tier that cannot
+        answer raises CacheError instead of answering True (see ``_failopen``)."""
         raise NotImplementedError
+
+    async def exists(self, key: str) -> bool:
+        """True when ``key`` holds an entry (without reading, decoding or counting it)."""
+        return await self.ttl(key) is not MISSING
 
     async def delete(self, key: str) -> bool:
         raise NotImplementedError
@@ -89,7 +97,9 @@ class DummyStore(Store):
     async def set(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
         return True
 
     async def delete(self, key: str) -> bool:
@@ -142,11 +152,10 @@ class MemoryStore(Store):
         self.backend.store(key, value, ttl)
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
-        if self.backend.lookup(key) is not MISSING:
-            return False
-        self.backend.store(key, value, ttl)
-        return True
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
+        return self.backend.insert(key, value, ttl)
 
     async def delete(self, key: str) -> bool:
         return self.backend.remove(key)

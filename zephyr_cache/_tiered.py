@@ -139,13 +139,16 @@ class TieredStore(Store):
                 return False
         return True
 
-    async def add(self, key: str, value: Any, payload: bytes, ttl: float | None) -> bool:
+    async def add(
+        self, key: str, value: Any, payload: bytes, ttl: float | None, *, strict: bool = False
+    ) -> bool:
         target = self.shared[0] if self.shared else self.tiers[-1]
-        added = await target.add(key, value, payload, ttl)
-        for tier in self.tiers:
-            if tier.local and tier is not target:
-                await tier.delete(key)
-        return added
+        try:
+            return await target.add(key, value, payload, ttl, strict=strict)
+        finally:
+            for tier in self.tiers:
+                if tier.local and tier is not target:
+                    await tier.delete(key)
 
     async def delete(self, key: str) -> bool:
         deleted = False
@@ -166,11 +169,13 @@ class TieredStore(Store):
 
     async def incr(self, key: str, delta: int, ttl: float | None) -> int:
         bottom = self._bottom()
-        total = await bottom.incr(key, delta, ttl)
-        for tier in self.tiers:
-            if tier.local and tier is not bottom:
-                await tier.delete(key)
-        return total
+        try:
+            return await bottom.incr(key, delta, ttl)
+        finally:
+            # Also when it raised: a timed-out INCRBY may still have been applied.
+            for tier in self.tiers:
+                if tier.local and tier is not bottom:
+                    await tier.delete(key)
 
     async def ttl(self, key: str) -> Any:
         return await self._bottom().ttl(key)

@@ -67,7 +67,9 @@ async def warm(name: str | None = None) -> list[str]:
         The names of the warmers that ran.
 
     Raises:
-        CacheError: no warmer has that name (the message lists the known ones).
+        CacheError: no warmer has that name (the message lists the known ones), or a
+            warmer raised: the message names it and its error, which is the
+            ``__cause__``; the warmers after it do not run.
     """
     if name is None:
         names = warmers()
@@ -78,8 +80,13 @@ async def warm(name: str | None = None) -> list[str]:
         raise CacheError(f"no cache warmer named {name!r} (known: {known})")
     for each in names:
         fn = _warmers[each]
-        if inspect.iscoroutinefunction(fn):
-            await fn()
-        else:
-            await asyncio.to_thread(fn)  # a sync warmer may call sync cached functions
+        try:
+            if inspect.iscoroutinefunction(fn):
+                await fn()
+            else:
+                await asyncio.to_thread(fn)  # a sync warmer may call sync cached functions
+        except Exception as exc:
+            raise CacheError(
+                f"cache warmer {each!r} ({_identity(fn)}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
     return names

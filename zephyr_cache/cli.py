@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from zephyr_cache._exceptions import CacheError
 from zephyr_cache._redis import RedisStore
 from zephyr_cache._registry import close_caches, configs, get_cache
 from zephyr_cache._shared_stats import read
@@ -182,5 +183,8 @@ def warm_command(name: str | None) -> None:
         raise click.UsageError(f"no cache warmer named {name!r} (known: {known})")
     if name is None and not warmers():
         raise click.UsageError("no cache warmers registered: pass -A/--app MODULE")
-    ran = _run(warm(name))
+    try:
+        ran = _run(warm(name))
+    except CacheError as exc:
+        raise click.ClickException(str(exc)) from None  # one line, exit 1
     click.echo(f"warmed: {', '.join(ran)}")

@@ -10,7 +10,13 @@ Example:
 """
 
 from zephyr_celery._app import create_app, get_app, set_app
-from zephyr_celery._exceptions import JobError, JobFailed, JobTimeout
+from zephyr_celery._exceptions import (
+    EnqueueError,
+    JobError,
+    JobFailed,
+    JobTimeout,
+    ResultBackendError,
+)
 from zephyr_celery._failures import FailureRecord, FailureStore, failure_store
 from zephyr_celery._handle import JobHandle
 from zephyr_celery._job import AsyncJob, Job, SyncJob, job
@@ -18,6 +24,7 @@ from zephyr_celery._scheduler import scheduler
 
 __all__ = [
     "AsyncJob",
+    "EnqueueError",
     "FailureRecord",
     "FailureStore",
     "Job",
@@ -25,6 +32,7 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobTimeout",
+    "ResultBackendError",
     "SyncJob",
     "create_app",
     "failure_store",

@@ -16,7 +16,8 @@ from celery import Celery
 
 from zephyr_celery._broker import broker_settings
 from zephyr_celery._redis.backend import BACKEND_ALIASES
-from zephyr_core import ConfigError, Settings, get_settings
+from zephyr_celery._serializers import SerializerGuard, check_serializers
+from zephyr_core import Settings, get_settings
 
 #: How long a job that exhausted its retries stays in the failure store, in seconds.
 DEFAULT_FAILURE_RETENTION = 7 * 24 * 3600
@@ -26,6 +27,12 @@ DEFAULT_FAILURE_RETENTION = 7 * 24 * 3600
 #: lets one busy worker sit on jobs another could run. Unacked jobs a worker holds
 #: go back to the queue when it stops (soft shutdown) or dies (visibility timeout).
 DEFAULT_PREFETCH_MULTIPLIER = 8
+
+#: Attempts at storing a result after the first, with exponential backoff (0.2 s
+#: doubling up to 10 s); each attempt retries connection errors for about 19 s
+#: itself (the Redis backend's retry policy): a worker keeps a finished job's
+#: result through a Redis outage of about two minutes.
+RESULT_STORE_RETRIES = 5
 
 #: Seconds a cold shutdown (SIGQUIT, or a second Ctrl-C) still lets running jobs
 #: finish before the worker requeues what is unfinished and exits; fits in
@@ -53,7 +60,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": DEFAULT_PREFETCH_MULTIPLIER,
         "worker_soft_shutdown_timeout": DEFAULT_SOFT_SHUTDOWN_TIMEOUT,
         "worker_enable_soft_shutdown_on_idle": False,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # worker_cancel_long_running_tasks_on_connection_loss depends on the broker:
+        # see zephyr_celery._broker.
+        # A result that cannot be stored (Redis restarting) is stored again, with
+        # backoff, for about two minutes: never reported as the job's failure.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_STORE_RETRIES,
+        "result_backend_base_sleep_between_retries_ms": 200,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
         "broker_connection_retry_on_startup": True,
         # What Flower and `zephyr jobs status` show.
         "result_extended": True,
@@ -86,21 +100,17 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Celery:
         An unconfigured-worker Celery app (nothing connects until it is used).
 
     Raises:
-        ConfigError: An override tries to accept pickle from the broker.
+        ConfigError: An override names pickle (by any name or content type) or
+            another serializer that is not plain data; see ``_serializers``.
     """
     settings = settings or get_settings()
     config = celery_config(settings)
     config.update(overrides)
-    for key in ("accept_content", "result_accept_content"):
-        accepted = config.get(key) or ()
-        if any("pickle" in str(kind) for kind in accepted):
-            raise ConfigError(
-                f"{key}={list(accepted)!r}: pickle from a broker or backend runs arbitrary "
-                "code; accepted: json, msgpack",
-                field=key,
-            )
+    # Pickle under any name (or any serializer that is not plain data) is refused.
+    check_serializers(config)
     app = Celery("zephyr", set_as_current=False)
     app.conf.update(config)
+    app.steps["worker"].add(SerializerGuard)  # and again as a worker starts
     # redis:// and rediss:// results are stored by our backend (one round trip per
     # result); picked by this app's loader, so result_backend keeps the user's URL.
     app.loader.override_backends = {**app.loader.override_backends, **BACKEND_ALIASES}

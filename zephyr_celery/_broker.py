@@ -3,6 +3,14 @@
 Redis URLs (``redis://``, ``rediss://``) use :mod:`zephyr_celery._redis.transport`,
 kombu's Redis transport with an atomic pop (see there); ``amqp://`` uses kombu's
 RabbitMQ transport with publisher confirms.
+
+What a worker does with its running jobs when the broker connection drops depends
+on the broker. RabbitMQ hands a dropped connection's unacknowledged jobs to another
+consumer at once and cannot take their acknowledgement on a new connection: Celery
+terminates them (``worker_cancel_long_running_tasks_on_connection_loss``), so they
+do not run twice at the same time. On Redis our transport keeps them: they finish,
+their acknowledgements reach Redis once it is back, and the jobs the worker had
+prefetched go back to their queue at once (see :mod:`zephyr_celery._redis.stranded`).
 """
 
 from __future__ import annotations
@@ -59,11 +67,14 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,  # a worker waits for its broker forever
         "task_publish_retry": True,
         "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
     }
     if settings.JOB_QUEUE_BACKEND == "rabbitmq":
         # The broker confirms each publish: a message is either queued or an error.
         config["broker_transport_options"] = {"confirm_publish": True}
         return config
+    # Running jobs finish through a Redis restart; the transport forwards their acks.
+    config["worker_cancel_long_running_tasks_on_connection_loss"] = False
     config["broker_url"] = kombu_redis_url(url)
     tls = urlsplit(url).scheme == "rediss"
     config["broker_transport"] = REDISS_TRANSPORT if tls else REDIS_TRANSPORT

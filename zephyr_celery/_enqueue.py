@@ -27,6 +27,7 @@ from typing import Any
 
 from celery import signals
 
+from zephyr_celery._exceptions import BROKER_ERRORS, JobError, enqueue_error, map_broker_errors
 from zephyr_celery._messages import build, check_json
 from zephyr_celery._publisher_thread import Outgoing, publisher_for
 from zephyr_celery._redis import publisher as _redis_publish
@@ -64,52 +65,65 @@ async def enqueue(
     Raises:
         TypeError: An argument cannot travel as JSON (nothing is sent).
         ValueError: A negative countdown.
+        EnqueueError: The broker cannot be reached or refused the message, on any
+            path (its ``job_id`` is the job's when one was chosen).
     """
     if countdown is not None and countdown < 0:
         raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
-    options = {"queue": queue, "priority": priority}
-    publisher = _redis_publish.current(app)
-    if publisher is None and _redis_publish.eligible(app):
-        publisher = await _redis_publish.publisher_for(app)
-    if (
-        publisher is not None
-        and countdown is None
-        and eta is None
-        and (job_id is None or type(job_id) is str)
-        and _plain_send(app)
-    ):
-        found = publisher
-        router = app.amqp.router  # replaced by Celery when task_routes changes
-        template = found.template(
-            (name, queue, priority, route, router),
-            lambda sample_args, sample_kwargs, sample_id: _sample(
-                found, app, router, name, options, sample_args, sample_kwargs, sample_id
-            ),
+    # Broker errors become EnqueueError here, for every path below (a try costs
+    # nothing until something is raised).
+    try:
+        options = {"queue": queue, "priority": priority}
+        publisher = _redis_publish.current(app)
+        if publisher is None and _redis_publish.eligible(app):
+            publisher = await _redis_publish.publisher_for(app)
+        if (
+            publisher is not None
+            and countdown is None
+            and eta is None
+            and (job_id is None or type(job_id) is str)
+            and _plain_send(app)
+        ):
+            found = publisher
+            router = app.amqp.router  # replaced by Celery when task_routes changes
+            template = found.template(
+                (name, queue, priority, route, router),
+                lambda sample_args, sample_kwargs, sample_id: _sample(
+                    found, app, router, name, options, sample_args, sample_kwargs, sample_id
+                ),
+            )
+            if template is not None:
+                task_id = job_id = job_id or new_id()
+                try:
+                    packed = template.render(
+                        task_id, args, kwargs, app.thread_oid, app.clock.forward
+                    )
+                except Exception:
+                    # Not JSON: name the argument. (Should the arguments be fine after
+                    # all, Celery's path below builds the message.)
+                    check_json(app, signature, name, args, kwargs)
+                else:
+                    await found.send_packed(packed, template.replies)
+                    return task_id
+        check_json(app, signature, name, args, kwargs)
+        task_id, message, routed = build(
+            app,
+            name,
+            args,
+            kwargs,
+            task_id=job_id,
+            countdown=countdown,
+            eta=eta,
+            options=options,
         )
-        if template is not None:
-            task_id = job_id or new_id()
-            try:
-                packed = template.render(task_id, args, kwargs, app.thread_oid, app.clock.forward)
-            except Exception:
-                # Not JSON: name the argument. (Should the arguments be fine after
-                # all, Celery's path below builds the message.)
-                check_json(app, signature, name, args, kwargs)
-            else:
-                await found.send_packed(packed, template.replies)
-                return task_id
-    check_json(app, signature, name, args, kwargs)
-    task_id, message, routed = build(
-        app,
-        name,
-        args,
-        kwargs,
-        task_id=job_id,
-        countdown=countdown,
-        eta=eta,
-        options=options,
-    )
-    await send_async(app, name, message, routed)
-    return task_id
+        await send_async(app, name, message, routed)
+        return task_id
+    except JobError:
+        raise
+    except BROKER_ERRORS as exc:
+        raise enqueue_error(
+            exc, job_name=name, broker_url=str(app.conf.broker_url), job_id=job_id
+        ) from exc
 
 
 #: The router ``create_app`` configures (``task_routes``): it routes by job name only.
@@ -154,8 +168,15 @@ def _routes_by_name_only(app: Any) -> bool:
 
 
 def send_now(app: Any, name: str, message: Any, options: dict[str, Any]) -> None:
-    """Publish from the calling thread (synchronous callers)."""
-    with app.producer_or_acquire() as producer:
+    """Publish from the calling thread (synchronous callers).
+
+    Raises:
+        EnqueueError: The broker cannot be reached or refused the message.
+    """
+    with (
+        map_broker_errors(name, str(app.conf.broker_url)),
+        app.producer_or_acquire() as producer,
+    ):
         app.amqp.send_task_message(producer, name, message, **options)
 
 

@@ -6,7 +6,7 @@ import contextlib
 import weakref
 from typing import Any, Generic, TypeVar, cast
 
-from zephyr_celery._exceptions import JobFailed, JobTimeout
+from zephyr_celery._exceptions import JobFailed, JobTimeout, backend_error, map_backend_errors
 from zephyr_celery._redis import waiter as _waiter
 from zephyr_core import ConfigError, mask_url
 
@@ -58,6 +58,9 @@ class JobHandle(str, Generic[T]):
         Raises:
             JobFailed: The job raised (after its retries), or was revoked.
             JobTimeout: ``timeout`` passed first; the job may still finish later.
+            ResultBackendError: The result Redis cannot be reached: when ``timeout``
+                passes while it is unreachable, or once it has been for a minute
+                (a restart of a few seconds is ridden out). The job may still run.
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout={timeout!r}: must be None or >= 0 seconds")
@@ -67,7 +70,12 @@ class JobHandle(str, Generic[T]):
         try:
             meta = await waiter.wait(backend.get_key_for_task(self.id), timeout)
         except TimeoutError:
+            if waiter.down:  # not "did not finish": Redis cannot tell
+                cause = waiter.down_cause or TimeoutError()
+                raise backend_error(cause, job_id=self.id, result_url=url) from cause
             raise JobTimeout(job_id=self.id, timeout=timeout or 0.0) from None
+        except _waiter.Unreachable as gone:
+            raise backend_error(gone.cause, job_id=self.id, result_url=url) from gone.cause
         return cast(T, outcome(self.id, meta))
 
     async def status(self) -> str:
@@ -75,10 +83,14 @@ class JobHandle(str, Generic[T]):
 
         ``PENDING`` also means "unknown": a job id nobody enqueued, or whose result
         has expired, reads the same.
+
+        Raises:
+            ResultBackendError: The result Redis cannot be reached (or refused the read).
         """
         app = self._resolve_app()
         backend, url = _redis_backend(app)
-        raw = await _waiter.read(url, backend.get_key_for_task(self.id))
+        with map_backend_errors(self.id, url):
+            raw = await _waiter.read(url, backend.get_key_for_task(self.id))
         if raw is None:
             return "PENDING"
         return str(backend.decode(raw).get("status", "PENDING"))

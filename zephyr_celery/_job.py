@@ -7,17 +7,25 @@ import inspect
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from zephyr_celery import _app, _enqueue, _messages, _registry
 from zephyr_celery._handle import JobHandle
-from zephyr_celery._job_options import check_options, check_priority
+from zephyr_celery._job_options import (
+    JobOptions,
+    check_function,
+    check_options,
+    check_priority,
+    default_name,
+)
 from zephyr_celery._task import JobTask, RetryPolicy, task_body
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 logger = logging.getLogger("zephyr_celery")
+
+_SCALARS = _messages.SCALARS
 
 
 class Job(Generic[P, T]):
@@ -142,7 +150,9 @@ class Job(Generic[P, T]):
         """Enqueue the job; return its handle once the broker has the message.
 
         Raises:
-            TypeError: An argument cannot travel as JSON (nothing is enqueued).
+            TypeError: The function does not take these arguments, or one cannot
+                travel as JSON unchanged (nothing is enqueued): the message names it.
+            EnqueueError: The broker cannot be reached or refused the message.
         """
         app, sending = self._enqueue(args, kwargs)
         return JobHandle(await sending, app)
@@ -178,7 +188,17 @@ class Job(Generic[P, T]):
         )
 
     def _check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-        """Raise TypeError unless the function accepts these arguments."""
+        """Raise TypeError unless the function accepts these arguments and JSON
+        carries them unchanged (string dict keys, bounded nesting)."""
+        for value in args:
+            if type(value) not in _SCALARS:
+                _messages.check_containers(self.name, self._signature, args, kwargs)
+                break
+        else:
+            for value in kwargs.values():
+                if type(value) not in _SCALARS:
+                    _messages.check_containers(self.name, self._signature, args, kwargs)
+                    break
         low, high = self._positional
         if not kwargs and low <= len(args) <= high:
             return  # positional arguments only, as many as it takes: no need to bind
@@ -188,7 +208,12 @@ class Job(Generic[P, T]):
             raise TypeError(f"job {self.name}: {exc}") from None
 
     def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[T]:
-        """:meth:`delay` for synchronous code (blocks until the broker has it)."""
+        """:meth:`delay` for synchronous code (blocks until the broker has it).
+
+        Raises:
+            TypeError: As :meth:`delay` (nothing is enqueued).
+            EnqueueError: The broker cannot be reached or refused the message.
+        """
         app, task_id, message, routed = self._prepare(args, kwargs)
         _enqueue.send_now(app, self.name, message, routed)
         return JobHandle(task_id, app)
@@ -214,6 +239,12 @@ class Job(Generic[P, T]):
             queue: Send to this queue instead of the job's own.
             priority: Message priority (0-9 on Redis; higher first).
             job_id: Use this id instead of a fresh one.
+
+        Raises:
+            TypeError: As :meth:`delay` (nothing is enqueued).
+            ValueError: A negative ``countdown``.
+            ConfigError: ``priority`` is not 0-9.
+            EnqueueError: The broker cannot be reached or refused the message.
         """
         if priority is not None:
             check_priority(priority)
@@ -261,72 +292,44 @@ def job(fn: Callable[P, Coroutine[Any, Any, T]], /) -> AsyncJob[P, T]: ...  # ty
 @overload
 def job(fn: Callable[P, T], /) -> SyncJob[P, T]: ...
 @overload
-def job(
-    *,
-    retry: int | None = None,
-    delay: float | None = None,
-    backoff: bool = False,
-    max_delay: float | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    timeout: float | None = None,
-    rate_limit: str | None = None,
-    name: str | None = None,
-) -> JobDecorator: ...
-def job(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    retry: int | None = None,
-    delay: float | None = None,
-    backoff: bool = False,
-    max_delay: float | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    timeout: float | None = None,
-    rate_limit: str | None = None,
-    name: str | None = None,
-) -> Any:
+def job(**options: Unpack[JobOptions]) -> JobDecorator: ...
+def job(fn: Callable[..., Any] | None = None, /, **options: Unpack[JobOptions]) -> Any:
     """Make a function a background job, run by Celery workers.
 
     Use bare (``@job``) or with options (``@job(retry=3, delay=60)``), on an
-    ``async def`` or a plain ``def``. Each call of ``await fn.delay(...)`` sends one
-    Celery task message; a worker runs it (async jobs on the worker process's own
-    long-lived event loop) and stores its result for :meth:`JobHandle.wait`.
+    ``async def`` or a plain ``def`` defined at module level (or a
+    ``@staticmethod``). Each call of ``await fn.delay(...)`` sends one Celery task
+    message; a worker runs it (async jobs on the worker process's own long-lived
+    event loop) and stores its result for :meth:`JobHandle.wait`.
 
     Args:
-        retry: Retries after the first attempt when the job raises
-            (default JOB_RETRY_ATTEMPTS). ``0`` never retries.
-        delay: Seconds between attempts (default JOB_RETRY_DELAY).
-        backoff: Double the delay after each attempt, with jitter, up to ``max_delay``.
-        max_delay: The longest delay ``backoff`` reaches (default one hour).
-        queue: The queue to send the job to (default: Celery's default queue).
-        priority: Message priority, 0-9 (higher runs first on Redis).
-        timeout: Seconds an attempt may run before it fails with a timeout.
-        rate_limit: At most this many runs per worker, as Celery writes it:
-            ``"10/s"``, ``"100/m"``, ``"1000/h"``.
-        name: The job's (Celery task's) name; default ``module.qualname``.
+        **options: See :class:`JobOptions`: ``retry``, ``delay``, ``backoff``,
+            ``max_delay``, ``queue``, ``priority``, ``timeout``, ``rate_limit``,
+            ``name``.
 
     Raises:
-        ConfigError: An option is out of range, or ``name`` belongs to another job.
+        ConfigError: An option is out of range (the message names it); ``name`` is
+            another job's; the function is a generator or a method; or it was made
+            inside a function or is a lambda and no ``name`` was given. Nothing is
+            registered then.
+        TypeError: An unknown option, or something that is not a function.
     """
-    options = check_options(
-        retry=retry,
-        delay=delay,
-        backoff=backoff,
-        max_delay=max_delay,
-        queue=queue,
-        priority=priority,
-        timeout=timeout,
-        rate_limit=rate_limit,
-        name=name,
-    )
+    unknown = set(options) - set(JobOptions.__annotations__)
+    if unknown:
+        raise TypeError(
+            f"job() got unexpected options {sorted(unknown)}; "
+            f"accepted: {', '.join(JobOptions.__annotations__)}"
+        )
+    checked = check_options(**options)
 
     def decorate(fn: Callable[..., Any]) -> Job[Any, Any]:
-        if not callable(fn):
-            raise TypeError(f"@job decorates a function, not {fn!r}")
-        settings = dict(options)
-        job_name = settings.pop("name") or _registry.origin(fn)
+        if isinstance(fn, staticmethod):  # @job above @staticmethod
+            fn = fn.__func__
+        check_function(fn)
+        settings = dict(checked)
+        job_name = settings.pop("name") or default_name(
+            fn, number_local=bool(_registry.registered_hooks)
+        )
         cls: type[Job[Any, Any]] = AsyncJob if inspect.iscoroutinefunction(fn) else SyncJob
         new = cls(fn, name=job_name, **settings)
         _registry.add(new)

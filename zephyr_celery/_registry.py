@@ -34,21 +34,36 @@ def origin(fn: Callable[..., Any]) -> str:
 def add(new: Job[Any, Any]) -> None:
     """Record ``new`` under its name and register it on the process-wide app.
 
+    Nothing is recorded when registering fails: a broken entry would make every
+    later app (each ``get_app()`` after ``set_app(None)``) fail to register it again.
+
     Raises:
         ConfigError: Another function already holds the name.
     """
     with _lock:
-        old = _jobs.get(new.name)
-        # The same function defined again (a module reloaded, a test run twice)
-        # replaces its earlier self; two different functions may not share a name.
-        if old is not None and origin(old.fn) != origin(new.fn):
-            raise ConfigError(
-                f"job name {new.name!r} is taken: {origin(new.fn)} collides with "
-                f"{origin(old.fn)}; pass @job(name=...) to tell them apart",
-                field="name",
-            )
+        _check_free(new)
+    app = _app.get_app()
+    try:
+        new.register(app)
+    except BaseException:
+        if getattr(app.tasks.get(new.name), "zephyr_job", None) is new:
+            app.tasks.unregister(new.name)
+        raise
+    with _lock:
+        _check_free(new)  # (another thread may have taken the name meanwhile)
         _jobs[new.name] = new
-    new.register(_app.get_app())
+
+
+def _check_free(new: Job[Any, Any]) -> None:
+    old = _jobs.get(new.name)
+    # The same function defined again (a module reloaded, a test run twice)
+    # replaces its earlier self; two different functions may not share a name.
+    if old is not None and origin(old.fn) != origin(new.fn):
+        raise ConfigError(
+            f"job name {new.name!r} is taken: {origin(new.fn)} collides with "
+            f"{origin(old.fn)}; pass @job(name=...) to tell them apart",
+            field="name",
+        )
 
 
 def lookup(name: str) -> Job[Any, Any] | None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta, tzinfo
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from celery.schedules import crontab, schedule
 
@@ -21,6 +21,7 @@ from zephyr_celery import _app
 from zephyr_celery._beat import ZonedCrontab
 from zephyr_celery._cron import parse_cron, parse_interval, parse_timezone
 from zephyr_celery._job import AsyncJob, Job, SyncJob, job
+from zephyr_celery._job_options import JobOptions, check_options
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -68,7 +69,13 @@ class Scheduler:
         """Every scheduled job of this process, by job name."""
         return dict(self._entries)
 
-    def cron(self, expression: str, *, tz: str | tzinfo | None = None) -> ScheduleDecorator:
+    def cron(
+        self,
+        expression: str,
+        *,
+        tz: str | tzinfo | None = None,
+        **options: Unpack[JobOptions],
+    ) -> ScheduleDecorator:
         """Run the decorated job on a cron schedule.
 
         Args:
@@ -77,11 +84,15 @@ class Scheduler:
                 ``@weekly``, ``@monthly``, ``@yearly``.
             tz: IANA time zone the expression is read in (``"Europe/Paris"``);
                 ``None`` for the app's ``timezone`` (UTC by default).
+            **options: The job's options, as :func:`zephyr_celery.job` takes them
+                (for a plain function; a ``@job`` already has its own).
 
         Raises:
             ValueError: The expression names a bad field (the message says which
                 field, its value and what it accepts), or ``tz`` is unknown.
+            ConfigError: A job option is out of range (see :func:`zephyr_celery.job`).
         """
+        check_options(**options)  # at once, before a function is decorated
         spec = parse_cron(expression)
         zone = parse_timezone(tz)
         when: crontab
@@ -90,7 +101,7 @@ class Scheduler:
         else:
             when = ZonedCrontab(**spec.crontab_kwargs(), tz=zone)
         shown = f"cron {expression!r}" + (f" ({zone.key})" if zone else "")
-        return self._decorator(when, shown)
+        return self._decorator(when, shown, options)
 
     def every(
         self,
@@ -99,6 +110,7 @@ class Scheduler:
         seconds: float = 0,
         minutes: float = 0,
         hours: float = 0,
+        **options: Unpack[JobOptions],
     ) -> ScheduleDecorator:
         """Run the decorated job at a fixed interval (the first run one interval after beat starts).
 
@@ -107,17 +119,27 @@ class Scheduler:
             seconds: Or the interval by units (added up).
             minutes: See ``seconds``.
             hours: See ``seconds``.
+            **options: The job's options, as for :meth:`cron`.
 
         Raises:
             ValueError: No interval, both forms at once, or not a positive one.
+            ConfigError: A job option is out of range.
         """
+        check_options(**options)
         delta = parse_interval(interval, seconds=seconds, minutes=minutes, hours=hours)
-        return self._decorator(schedule(run_every=delta), f"every {delta.total_seconds():g}s")
+        return self._decorator(
+            schedule(run_every=delta), f"every {delta.total_seconds():g}s", options
+        )
 
-    def _decorator(self, when: Any, description: str) -> ScheduleDecorator:
+    def _decorator(self, when: Any, description: str, options: JobOptions) -> ScheduleDecorator:
         def decorate(fn: Any) -> Any:
+            if isinstance(fn, Job) and options:
+                raise TypeError(
+                    f"{fn.name} is already a job: give its options to its @job "
+                    f"({', '.join(options)}), not to the schedule"
+                )
             _check_no_arguments(fn.fn if isinstance(fn, Job) else fn, description)
-            scheduled = fn if isinstance(fn, Job) else job(fn)
+            scheduled = fn if isinstance(fn, Job) else job(**options)(fn)
             self._add(ScheduledJob(scheduled, when, description))
             return scheduled
 

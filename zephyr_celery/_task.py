@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -53,7 +54,8 @@ def set_testing_delay(delay: float | None) -> None:
 class JobTask(Task):  # type: ignore[misc]
     """The Celery task class of every job."""
 
-    # Arguments were checked against the signature when the job was enqueued.
+    # Arguments were checked against the signature when the job was enqueued by
+    # @job; a plain Celery producer's that do not bind fail in task_body, unretried.
     typing = False
 
 
@@ -71,17 +73,48 @@ def task_body(
             raise  # Celery's own control flow
         except Exception as exc:
             retries = int(task.request.retries or 0)
+            mismatch = _arguments_mismatch(fn, exc, args, kwargs)
+            if mismatch is not None:
+                # Sent by a plain Celery client (`celery call`, send_task) with the
+                # wrong arguments: every retry would fail the same way. Fail now.
+                error = TypeError(
+                    f"job {task.name} was sent arguments that do not match its "
+                    f"signature: {mismatch} (not retried)"
+                )
+                _record_failure(task, error, args, kwargs, attempts=retries + 1)
+                raise error from None
             if retries < policy.retries:
                 countdown = policy.countdown(retries)
                 raise task.retry(exc=exc, countdown=countdown, max_retries=policy.retries) from exc
             _record_failure(task, exc, args, kwargs, attempts=retries + 1)
             raise
 
-    run.__name__ = fn.__name__
+    # Celery compiles a header function by this name: a lambda's "<lambda>" is no
+    # identifier (SyntaxError at registration).
+    run.__name__ = fn.__name__ if fn.__name__.isidentifier() else "job"
     run.__qualname__ = fn.__qualname__
     run.__doc__ = fn.__doc__
     run.__module__ = fn.__module__
     return run
+
+
+def _arguments_mismatch(
+    fn: Callable[..., Any], exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """Why ``fn`` cannot take these arguments, when that is what ``exc`` is about.
+
+    Only a TypeError is checked (binding costs nothing on the usual path); one raised
+    inside the job with arguments that bind is the job's own failure (retried).
+    """
+    if not isinstance(exc, TypeError):
+        return None
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as mismatch:
+        return str(mismatch)
+    except ValueError:  # no signature to check against
+        return None
+    return None
 
 
 def _record_failure(

@@ -1,13 +1,18 @@
 """``zephyr jobs``: run workers, beat and Flower on your jobs, and inspect them.
 
 Every command takes ``-A/--app MODULE`` like ``celery -A``: the module that defines
-your jobs (importing it registers them), or ``module:attribute`` naming a Celery app.
-It defaults to the ``ZEPHYR_JOBS`` environment variable. The worker, beat and Flower
-run Celery's own commands in this process, on the app built from your Settings.
+your jobs (importing it registers them), or ``module:attribute`` naming a Celery app or
+a function that returns one (``zephyr_celery:get_app``). It defaults to the
+``ZEPHYR_JOBS`` environment variable. The worker, beat and Flower run Celery's own
+commands in this process, on the app built from your Settings; ``zephyr jobs celery``
+runs any other Celery command the same way.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,6 +31,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 POOLS = ("prefork", "threads", "solo")
+
+#: The longest job id ``retry`` accepts. Celery's ids are 36-character UUIDs; one chosen
+#: with ``apply_async(job_id=...)`` may be longer, but not a page long.
+MAX_JOB_ID = 255
+
+#: Characters of a user's value quoted in a message: the rest is cut.
+SHOWN_CHARS = 64
+
+#: Celery options that choose the app or its URLs: ``zephyr jobs celery`` takes them
+#: from ``-A`` and the settings instead (Celery would apply some to the environment only,
+#: silently leaving our configured app as it was).
+APP_OPTIONS = ("-A", "--app", "-b", "--broker", "--result-backend", "--loader", "--config")
 
 
 class CliError(click.ClickException):
@@ -97,9 +114,45 @@ def load_app(spec: str | None, *, required: bool = False) -> Celery:
     if not attribute:
         return get_app()
     app = getattr(module, attribute, None)
+    if callable(app) and not isinstance(app, Celery):
+        app = _call_factory(spec, app)
     if not isinstance(app, Celery):
-        raise BadUsage(f"-A/--app {spec!r}: {attribute!r} is not a Celery app in {module_name!r}")
+        raise BadUsage(
+            f"-A/--app {spec!r}: {attribute!r} in {module_name!r} is not a Celery app "
+            "or a function that returns one"
+        )
     return app
+
+
+def _call_factory(spec: str, factory: Callable[..., Any]) -> Any:
+    """What ``factory()`` returns: ``-A module:function`` names an app factory."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:  # it needs arguments: not a factory we can call
+        return None
+    except ValueError:  # no signature to read (a builtin): try it
+        pass
+    try:
+        return factory()
+    except ZephyrError:
+        raise  # a bad setting: JobsGroup shows it as one line
+    except Exception as exc:
+        raise CliError(
+            f"-A/--app {spec!r}: calling it failed: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def use_running_up() -> None:
+    """Reach the embedded Valkey of a ``zephyr up`` running in this directory.
+
+    Its URLs apply only where the environment sets none: a URL you set always wins.
+    """
+    from zephyr_core._valkey import running_env
+
+    missing = {name: url for name, url in running_env().items() if name not in os.environ}
+    if missing:
+        os.environ.update(missing)
+        get_settings.cache_clear()  # read again, with these URLs
 
 
 def app_option(required: bool) -> Callable[[F], F]:
@@ -113,6 +166,50 @@ def app_option(required: bool) -> Callable[[F], F]:
         metavar="MODULE",
         help=f"Module defining your jobs, or module:celery_app ({needed}; default $ZEPHYR_JOBS).",
     )
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for a message, cut after :data:`SHOWN_CHARS` characters."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return repr(value[:SHOWN_CHARS]) + f"... ({len(value)} characters)"
+
+
+class JobId(click.ParamType[str]):
+    """A job id: printable, no spaces, at most :data:`MAX_JOB_ID` characters."""
+
+    name = "job_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text:
+            self.fail("a job id cannot be empty", param, ctx)
+        if len(text) > MAX_JOB_ID:
+            self.fail(
+                f"{shown(text)} is not a job id: longer than {MAX_JOB_ID} characters "
+                "(list failed jobs with: zephyr jobs status)",
+                param,
+                ctx,
+            )
+        if not text.isprintable() or any(char.isspace() for char in text):
+            self.fail(
+                f"{shown(text)} is not a job id: it holds spaces or control characters",
+                param,
+                ctx,
+            )
+        return text
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in a range; NaN, which every comparison lets through, is refused."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number = float(super().convert(value, param, ctx))
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return number
 
 
 def _exit(code: Any) -> None:
@@ -161,7 +258,7 @@ def worker(
 @app_option(required=True)
 @click.option(
     "--max-interval",
-    type=click.FloatRange(0.1, 300),
+    type=Seconds(0.1, 300),
     default=DEFAULT_MAX_INTERVAL,
     show_default=True,
     help="Longest sleep between two ticks (seconds); also how often the lock is renewed.",
@@ -191,8 +288,9 @@ def scheduler(app_spec: str | None, max_interval: float, lock_timeout: int, logl
             fg="yellow",
             err=True,
         )
-    argv = ["beat", f"--scheduler={SCHEDULER}", f"--max-interval={max_interval:g}"]
-    _exit(app.start([*argv, f"--loglevel={loglevel}"]))
+    # The max interval travels in the configuration (beat_max_loop_interval): Celery's
+    # own --max-interval takes whole seconds only.
+    _exit(app.start(["beat", f"--scheduler={SCHEDULER}", f"--loglevel={loglevel}"]))
 
 
 @jobs.command()
@@ -224,7 +322,7 @@ def flower(app_spec: str | None, port: int, address: str) -> None:
 @click.option("-Q", "--queues", help="More comma-separated queues to measure.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.1, 60),
+    type=Seconds(0.1, 60),
     default=1.0,
     show_default=True,
     help="Seconds to wait for workers to answer.",
@@ -235,6 +333,7 @@ def status(app_spec: str | None, as_json: bool, queues: str | None, timeout: flo
 
     from zephyr_celery._status import collect_status, render
 
+    use_running_up()
     app = load_app(app_spec)
     extra = tuple(q.strip() for q in (queues or "").split(",") if q.strip())
     snapshot = collect_status(app, extra_queues=extra, timeout=timeout)
@@ -246,11 +345,12 @@ def status(app_spec: str | None, as_json: bool, queues: str | None, timeout: flo
 
 @jobs.command()
 @app_option(required=False)
-@click.argument("job_id")
+@click.argument("job_id", type=JobId())
 def retry(app_spec: str | None, job_id: str) -> None:
     """Re-enqueue a failed job with its original arguments (same job id)."""
     from zephyr_celery._failures import failure_store
 
+    use_running_up()
     app = load_app(app_spec)
     store = failure_store(app)
     try:
@@ -258,7 +358,7 @@ def retry(app_spec: str | None, job_id: str) -> None:
         if record is None:
             kept = store.retention / 86400
             raise CliError(
-                f"no failed job with id {job_id!r} (failed jobs are kept {kept:g} days; "
+                f"no failed job with id {shown(job_id)} (failed jobs are kept {kept:g} days; "
                 "list them with: zephyr jobs status)"
             )
         # Same id: whoever holds the job's handle sees the new attempt's result.
@@ -271,3 +371,35 @@ def retry(app_spec: str | None, job_id: str) -> None:
     finally:
         store.close()
     click.echo(f"re-enqueued {record.name} as job {record.id}")
+
+
+@jobs.command(
+    "celery",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@app_option(required=False)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
+def celery_command(app_spec: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run any Celery command on your app: inspect, events, purge, call, result, control...
+
+    The app and its URLs come from -A and your settings (or the embedded Valkey of a
+    `zephyr up` running in this directory), e.g.
+    `zephyr jobs celery -A myapp.jobs -- inspect ping`.
+    """
+    args = list(celery_args)
+    if not args:
+        raise BadUsage(
+            "name a Celery command, e.g. zephyr jobs celery -A myapp.jobs -- inspect ping"
+        )
+    for arg in args:
+        if not arg.startswith("-"):
+            break  # the command: what follows is its own
+        if arg.partition("=")[0] in APP_OPTIONS:
+            option = arg.partition("=")[0]
+            raise BadUsage(
+                f"celery option {option!r}: the app and its URLs come from -A/--app and your "
+                "settings (JOB_QUEUE_URL, JOB_RESULT_URL)"
+            )
+    use_running_up()
+    app = load_app(app_spec)
+    _exit(app.start(args))

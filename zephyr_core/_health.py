@@ -80,7 +80,7 @@ def database_probe(url: str) -> Probe:
         try:
             import asyncpg
         except ImportError as exc:
-            raise RuntimeError("asyncpg is missing: pip install 'zephyr-infra[db]'") from exc
+            raise RuntimeError("asyncpg is missing: pip install -e '.[db]' in a checkout") from exc
         conn = await asyncpg.connect(url, timeout=1.5)
         try:
             await conn.fetchval("SELECT 1")

@@ -7,15 +7,30 @@ the field, the value and what would be accepted; URL passwords never reach a rep
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from zephyr_core._exceptions import ConfigError
-from zephyr_core._urls import amqp_url_problem, mask_url, redis_url_problem
+from zephyr_core._quantities import cpu_cores, memory_bytes
+from zephyr_core._unknown_env import warn_unknown_variables
+from zephyr_core._urls import (
+    amqp_url_problem,
+    mask_url,
+    postgres_url_problem,
+    redis_url_problem,
+)
 
 JOB_QUEUE_BACKENDS = ("redis", "rabbitmq")
 CACHE_BACKENDS = ("redis", "memory", "dummy")
@@ -28,7 +43,13 @@ _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _APP_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 # Fields whose value may hold a password: shown masked everywhere.
-_URL_FIELDS = ("JOB_QUEUE_URL", "JOB_RESULT_URL", "CACHE_URL", "DATABASE_URL")
+_URL_FIELDS = (
+    "JOB_QUEUE_URL",
+    "JOB_RESULT_URL",
+    "CACHE_URL",
+    "DATABASE_URL",
+    "DATABASE_READ_URLS",
+)
 
 
 class Settings(BaseSettings):
@@ -92,6 +113,7 @@ class Settings(BaseSettings):
     AUTOSCALING_MEMORY_TARGET: int = Field(80, ge=1, le=100)
 
     def __init__(self, **values: Any) -> None:
+        warn_unknown_variables(set(type(self).model_fields), self.model_config.get("env_file"))
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -121,17 +143,59 @@ class Settings(BaseSettings):
 
     @field_validator("K8S_CPU_REQUEST", "K8S_CPU_LIMIT")
     @classmethod
-    def _cpu(cls, value: str) -> str:
+    def _cpu(cls, value: str, info: ValidationInfo) -> str:
         if not _CPU.match(value):
             raise ValueError("expected a CPU quantity like '250m', '0.5' or '2'")
+        if info.field_name == "K8S_CPU_LIMIT":
+            _request_within_limit("K8S_CPU", info.data, value, cpu_cores)
         return value
 
     @field_validator("K8S_MEMORY_REQUEST", "K8S_MEMORY_LIMIT")
     @classmethod
-    def _memory(cls, value: str) -> str:
+    def _memory(cls, value: str, info: ValidationInfo) -> str:
         if not _MEMORY.match(value):
             raise ValueError("expected a memory quantity like '256Mi', '1Gi' or '512M'")
+        if info.field_name == "K8S_MEMORY_LIMIT":
+            _request_within_limit("K8S_MEMORY", info.data, value, memory_bytes)
         return value
+
+    @field_validator("AUTOSCALING_MAX_REPLICAS")
+    @classmethod
+    def _replica_range(cls, value: int, info: ValidationInfo) -> int:
+        # A field validator, not a model one: model validators run only once every
+        # field is valid, so this problem would hide behind any other.
+        low = info.data.get("AUTOSCALING_MIN_REPLICAS")
+        if low is not None and low > value:
+            reason = f"must not exceed AUTOSCALING_MAX_REPLICAS ({value})"
+            raise _field_error("AUTOSCALING_MIN_REPLICAS", low, reason)
+        return value
+
+    @field_validator("JOB_QUEUE_URL")
+    @classmethod
+    def _queue_url(cls, url: str, info: ValidationInfo) -> str:
+        backend = info.data.get("JOB_QUEUE_BACKEND")  # validated first: declared first
+        if backend == "redis" and (problem := redis_url_problem(url)):
+            hint = " (set JOB_QUEUE_BACKEND=rabbitmq for amqp://)" if "amqp" in url else ""
+            raise ValueError(f"not a Redis URL: {problem}{hint}")
+        if backend == "rabbitmq" and (problem := amqp_url_problem(url)):
+            raise ValueError(f"not a RabbitMQ URL: {problem}")
+        return url
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := postgres_url_problem(value)):
+            raise ValueError(f"not a PostgreSQL URL: {problem}")
+        return value
+
+    @field_validator("DATABASE_READ_URLS")
+    @classmethod
+    def _read_urls(cls, urls: list[str]) -> list[str]:
+        for number, url in enumerate(urls, 1):
+            if problem := postgres_url_problem(url):
+                where = f"URL {number} of {len(urls)}, {mask_url(url)!r}"
+                raise ValueError(f"not a list of PostgreSQL URLs: {where}: {problem}")
+        return urls
 
     @field_validator("CACHE_URL", "JOB_RESULT_URL")
     @classmethod
@@ -143,6 +207,13 @@ class Settings(BaseSettings):
     @field_validator("DATABASE_READ_URLS", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    "expected a JSON list of URLs or URLs separated by commas"
+                ) from None
         if isinstance(value, str):
             return [url.strip() for url in value.split(",") if url.strip()]
         return value
@@ -167,22 +238,10 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _cross_field(self) -> Settings:
-        url = self.JOB_QUEUE_URL
-        if self.JOB_QUEUE_BACKEND == "redis":
-            if problem := redis_url_problem(url):
-                hint = " (set JOB_QUEUE_BACKEND=rabbitmq for amqp://)" if "amqp" in url else ""
-                raise _field_error("JOB_QUEUE_URL", url, f"not a Redis URL: {problem}{hint}")
-        elif problem := amqp_url_problem(url):
-            raise _field_error("JOB_QUEUE_URL", url, f"not a RabbitMQ URL: {problem}")
+    def _result_url(self) -> Settings:
         if self.JOB_RESULT_URL is None:
-            self.JOB_RESULT_URL = url if self.JOB_QUEUE_BACKEND == "redis" else self.CACHE_URL
-        if self.AUTOSCALING_MIN_REPLICAS > self.AUTOSCALING_MAX_REPLICAS:
-            raise _field_error(
-                "AUTOSCALING_MIN_REPLICAS",
-                self.AUTOSCALING_MIN_REPLICAS,
-                f"must not exceed AUTOSCALING_MAX_REPLICAS ({self.AUTOSCALING_MAX_REPLICAS})",
-            )
+            redis = self.JOB_QUEUE_BACKEND == "redis"
+            self.JOB_RESULT_URL = self.JOB_QUEUE_URL if redis else self.CACHE_URL
         return self
 
     @property
@@ -209,6 +268,14 @@ class Settings(BaseSettings):
         return list(self.display().items())
 
 
+def _request_within_limit(prefix: str, earlier: dict[str, Any], limit: str, amount: Any) -> None:
+    request = earlier.get(f"{prefix}_REQUEST")  # absent when it was invalid itself
+    if request is not None and amount(request) > amount(limit):
+        raise _field_error(
+            f"{prefix}_REQUEST", request, f"must not exceed {prefix}_LIMIT ({limit!r})"
+        )
+
+
 def _one_of(value: str, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise ValueError(f"expected one of {', '.join(accepted)}")
@@ -228,6 +295,8 @@ def _field_error(field: str, value: Any, reason: str) -> _FieldError:
 def _shown(field: str, value: Any) -> str:
     if field in _URL_FIELDS and isinstance(value, str):
         return repr(mask_url(value))
+    if field in _URL_FIELDS and isinstance(value, list):
+        return repr([mask_url(url) if isinstance(url, str) else url for url in value])
     if field == "FLOWER_BASIC_AUTH":
         return "'***'"
     return repr(value)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from zephyr_core._imports import split_import_path
+from zephyr_core._probes import http_probe, local_url
 from zephyr_core._serve_cli import ensure_port_free
 from zephyr_core._settings import Settings, get_settings
 from zephyr_core._supervisor import ProcessSpec, Supervisor
@@ -33,6 +35,8 @@ def web_process(
         dict(env or {}),
         port=port,
         health="/health/live",
+        probe=http_probe(local_url(host, port, "/health/ready")),
+        url=local_url(host, port),
     )
 
 
@@ -54,6 +58,10 @@ def up(app_path: str | None, jobs_module: str | None, host: str, port: int, data
     app_path = app_path or settings.ZEPHYR_APP
     if not app_path:
         raise click.UsageError("no app: pass --app module:attribute or set ZEPHYR_APP")
+    # Malformed paths are usage errors now, before any process (or Valkey) starts.
+    split_import_path(app_path, option="--app", attribute=True)
+    if jobs_module:
+        split_import_path(jobs_module, option="-A/--jobs", attribute=None)
     ensure_port_free(host, port)
     redis = plan_redis(settings, data_dir / "valkey")
     click.secho(redis.message, fg="green")

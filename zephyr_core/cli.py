@@ -36,9 +36,10 @@ class MissingExtra(click.Command):
 
     def __init__(self, name: str, missing: str) -> None:
         extra = EXTRAS.get(name, name)
+        # zephyr-infra is not on PyPI yet: the install is from a checkout (README, Install).
         self.advice = (
             f"'zephyr {name}' needs the {extra!r} extra ({missing} is not installed): "
-            f"pip install 'zephyr-infra[{extra}]'"
+            f"pip install -e '.[{extra}]' in a checkout of zephyr-infra"
         )
         super().__init__(name, help=self.advice, callback=self._fail)
 

@@ -2,8 +2,11 @@
 
 Run a worker and the scheduler on them with ``zephyr jobs worker -A examples.shop.jobs``
 and ``zephyr jobs scheduler -A examples.shop.jobs`` (``zephyr up -A examples.shop.jobs``
-starts both, plus Flower). ``router`` adds ``POST /send-email`` and ``GET /jobs/{job_id}``
-to the shop app.
+starts both, plus Flower). ``app`` is the Celery app the jobs are on, where Celery's own
+CLI looks for it: ``celery -A examples.shop.jobs inspect ping`` works as it does on any
+Celery project (or ``zephyr jobs celery -A examples.shop.jobs -- inspect ping``, which also
+finds ``zephyr up``'s embedded Valkey). ``router`` adds ``POST /send-email`` and
+``GET /jobs/{job_id}`` to the shop app.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from zephyr_celery import JobFailed, JobHandle, job, scheduler
+from zephyr_celery import JobFailed, JobHandle, get_app, job, scheduler
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+#: The app every ``@job`` here registers on (``celery -A examples.shop.jobs`` finds it).
+app = get_app()
 
 
 @job

@@ -9,6 +9,7 @@ import pytest
 
 from tests.servers import wait_until
 from zephyr_cache import Cache, configure, get_cache
+from zephyr_core import ConfigError
 
 
 async def test_set_get_delete(any_cache: Cache) -> None:
@@ -105,6 +106,28 @@ async def test_clear_removes_this_caches_keys_only(
     await default.clear()
     assert await default.get_many(["a", "b"]) == {}
     assert await other.get("a") == "kept"
+
+
+def test_a_prefix_with_a_colon_is_refused() -> None:
+    # "app" would clear "app:sub"'s keys: ':' separates the prefix from the version.
+    with pytest.raises(ConfigError, match=r"caches\['sub'\]\.key_prefix='app:sub'.*':'"):
+        configure({"sub": {"backend": "memory", "key_prefix": "app:sub"}})
+
+
+async def test_clear_spares_caches_whose_prefix_starts_alike(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    options: dict[str, object] = {"backend": backend}
+    if backend == "redis":
+        options["url"] = request.getfixturevalue("redis_url")
+    prefixes = {"app": "app", "dotted": "app.sub", "dashed": "app-sub", "longer": "apple"}
+    configure({name: {**options, "key_prefix": prefix} for name, prefix in prefixes.items()})
+    for name in prefixes:
+        await get_cache(name).set("k", name)
+    await get_cache("app").clear()
+    assert await get_cache("app").get("k") is None
+    for name in ("dotted", "dashed", "longer"):
+        assert await get_cache(name).get("k") == name
 
 
 async def test_bumping_the_version_invalidates(

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.cache.conftest import python
-from zephyr_cache import Cache, cache, cached, configure, get_cache
+from zephyr_cache import Cache, CacheGroup, _decorators, cache, cached, configure, get_cache
 from zephyr_core import ConfigError
 
 
@@ -162,6 +162,25 @@ def test_bad_options_fail_at_decoration() -> None:
         async def g() -> None: ...
 
 
+def test_every_cached_takes_the_same_options_and_refuses_unknown_ones() -> None:
+    # One signature (CachedOptions) on four objects; a typo is named at once.
+    group = CacheGroup("g")
+    for decorate in (cached, cache.cached, get_cache().cached, group.cached):
+        with pytest.raises(
+            ConfigError, match=r"unknown option locked= \(accepted: timeout, .*lock"
+        ):
+            decorate(60, locked=True)  # type: ignore[call-arg]
+        decorator = decorate(60, key_prefix="p", lock=True, early=True, unless=lambda: False)
+
+        @decorator
+        async def f(user_id: int) -> int:
+            return user_id
+
+        assert f._o.lock and f._o.early and f._o.key.prefix == "p"
+    with pytest.raises(ConfigError, match="a group's entries live in its own cache"):
+        group.cached(cache_name="other")
+
+
 async def test_cache_name_selects_the_cache(redis_url: str) -> None:
     configure(
         {
@@ -240,7 +259,12 @@ async def test_sync_threads_compute_once(any_cache: Cache) -> None:
     threads = [threading.Thread(target=slow, args=(1,)) for _ in range(8)]
     for thread in threads:
         thread.start()
-    await asyncio.sleep(0.2)
+    # One thread computes (blocked on the gate), the seven others wait for it.
+    key = any_cache.full_key(slow.cache_key(1))
+    deadline = time.monotonic() + 5
+    while (flight := slow._flights.get(key)) is None or flight.waiters < 7:
+        assert time.monotonic() < deadline, "the threads never joined one computation"
+        await asyncio.sleep(0.005)
     gate.set()
     for thread in threads:
         await asyncio.to_thread(thread.join, 5)
@@ -295,33 +319,46 @@ async def test_lock_computes_once_across_processes(redis_url: str) -> None:
         client.close()
 
 
-async def test_early_recomputes_before_expiry(redis_url: str) -> None:
-    configure({"default": {"backend": "redis", "url": redis_url}})
-    started: list[float] = []
-    finished: list[float] = []
+class FakeClock:
+    """The decorators' wall clock, moved by the test (and by the cached function)."""
 
-    @cache.cached(timeout=1.0, early=True)
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_early_recomputes_before_expiry(
+    any_cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock, draws = FakeClock(), [0.5]
+    monkeypatch.setattr(_decorators, "_clock", clock)
+    monkeypatch.setattr(_decorators, "_random", lambda: draws[0])
+    computed: list[float] = []
+
+    @cache.cached(timeout=100, early=True)
     async def hot() -> int:
-        started.append(time.monotonic())
-        await asyncio.sleep(0.2)  # an expensive value: XFetch starts early
-        finished.append(time.monotonic())
-        return len(started)
+        computed.append(clock.now)
+        clock.now += 2.0  # an expensive value: 2 s to compute
+        return len(computed)
 
     assert await hot() == 1
-    # Keep reading: the value is recomputed while the first entry is still alive.
-    while len(started) == 1 and time.monotonic() < finished[0] + 1.5:
-        assert await hot() in (1, 2)
-        await asyncio.sleep(0.01)
-    assert len(started) == 2, "early expiration never recomputed"
-    assert started[1] < finished[0] + 1.0  # before the first entry expired
-    # XFetch may start late enough that the old entry expires during the 0.2 s
-    # recompute (a busy machine did): read once the fresh value is stored.
-    deadline = time.monotonic() + 5
-    while len(finished) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert await hot() == 2
-    left = await get_cache().ttl(hot.cache_key())
-    assert left is not None and left > 0.5  # the fresh value, stored anew
+    expires_at = clock.now + 100
+    # XFetch recomputes when now - spent * beta * ln(random) >= expires_at: with
+    # spent 2 s and random 0.5, from 2 * ln 2 (1.39 s) before expiry on.
+    clock.now = expires_at - 1.5
+    assert await hot() == 1
+    draws[0] = 1.0  # ln 1 = 0: no early recompute, however close to expiry
+    clock.now = expires_at - 0.01
+    assert await hot() == 1
+    draws[0] = 0.5
+    clock.now = expires_at - 1.3
+    assert await hot() == 2, "early expiration did not recompute"
+    assert computed == [expires_at - 102, expires_at - 1.3]
+    assert await hot() == 2  # the fresh value, stored anew with a later expiry
+    left = await any_cache.ttl(hot.cache_key())
+    assert left is not None and left > 99
 
 
 def test_sync_cached_function_works_in_a_plain_script(redis_url: str) -> None:

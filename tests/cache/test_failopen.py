@@ -60,30 +60,33 @@ async def test_redis_down_fails_open(
 
 
 @pytest.mark.slow
-async def test_hung_redis_costs_one_timeout_then_is_bypassed(own_redis: RedisServer) -> None:
+async def test_hung_redis_costs_two_timeouts_then_is_bypassed(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One slow call does not trip the tier; a server silent for two timeouts does."""
     redis_cache(own_redis, operation_timeout=0.1, cooldown=5)
     await cache.set("k", "v")
     assert own_redis.proc is not None
     own_redis.proc.send_signal(signal.SIGSTOP)  # up but not answering
     try:
-        started = time.monotonic()
-        assert await cache.get("k") is None
-        first = time.monotonic() - started
-        started = time.monotonic()
-        for _ in range(100):
-            assert await cache.get("k") is None
-        rest = time.monotonic() - started
+        with caplog.at_level(logging.WARNING, logger="zephyr_cache"):
+            started = time.monotonic()
+            for _ in range(100):
+                assert await cache.get("k") is None
+            spent = time.monotonic() - started
     finally:
         own_redis.proc.send_signal(signal.SIGCONT)
-    assert first < 2.0  # bounded by the operation timeout, not hanging
-    assert rest < first  # bypassed during the cooldown: no timeout paid again
+    # Two timeouts (0.2 s), then bypassed: far below the 10 s of 100 timeouts.
+    assert spent < 2.0
+    outages = [r for r in caplog.records if "is unavailable" in r.getMessage()]
+    assert len(outages) == 1
 
 
 async def test_fail_closed_raises_cache_error(own_redis: RedisServer) -> None:
     redis_cache(own_redis, fail_open=False)
     await cache.set("k", 1)
     own_redis.kill()
-    with pytest.raises(CacheError, match="GET failed") as raised:
+    with pytest.raises(CacheError, match="GET 'zephyr:1:k' failed") as raised:
         await cache.get("k")
     assert raised.value.__cause__ is not None
 

@@ -111,3 +111,47 @@ def test_cli_warm_errors_are_one_line(redis_url: str, tmp_path: Path) -> None:
     assert "no module named 'no_such_module'" in missing.stderr
     no_app = zephyr("warm", "x", cwd=tmp_path)
     assert no_app.returncode == 2 and "-A/--app" in no_app.stderr
+
+
+BROKEN = """
+from zephyr_cache import cache, configure
+
+configure({"default": {"backend": "redis", "url": "%s"}})
+
+@cache.warmer("broken")
+def warm_broken() -> None:
+    raise ValueError("the catalogue service answered 503")
+"""
+
+
+def test_cli_warm_with_a_failing_warmer_is_one_line(redis_url: str, tmp_path: Path) -> None:
+    (tmp_path / "myapp_caches.py").write_text(BROKEN % redis_url)
+    for args in (["warm", "broken"], ["warm"]):
+        failed = zephyr("-A", "myapp_caches", *args, cwd=tmp_path)
+        assert failed.returncode == 1, failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert failed.stderr.strip().splitlines() == [
+            "Error: cache warmer 'broken' (myapp_caches.warm_broken) failed: "
+            "ValueError: the catalogue service answered 503"
+        ]
+
+
+async def test_a_failing_warmer_raises_cache_error_naming_it(
+    any_cache: Cache, clean_warmers: object
+) -> None:
+    @cache.warmer("fine")
+    async def warm_fine() -> None:
+        await any_cache.set("fine", True)
+
+    @cache.warmer("zz_broken")
+    async def warm_broken() -> None:
+        raise KeyError("sku")
+
+    with pytest.raises(
+        CacheError,
+        match=r"cache warmer 'zz_broken' \(.*warm_broken\) failed: "
+        r"KeyError: 'sku'",
+    ) as raised:
+        await cache.warm()
+    assert isinstance(raised.value.__cause__, KeyError)
+    assert await any_cache.get("fine") is True  # the warmers before it ran

@@ -5,7 +5,17 @@ from __future__ import annotations
 import zephyr_celery
 from zephyr_core import ZephyrError
 
-CONTRACT = {"job", "JobHandle", "JobFailed", "JobTimeout", "get_app", "create_app"}
+CONTRACT = {
+    "job",
+    "JobHandle",
+    "JobError",
+    "JobFailed",
+    "JobTimeout",
+    "EnqueueError",
+    "ResultBackendError",
+    "get_app",
+    "create_app",
+}
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -22,9 +32,13 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_exceptions_share_the_zephyr_tree() -> None:
-    assert issubclass(zephyr_celery.JobFailed, ZephyrError)
-    assert issubclass(zephyr_celery.JobTimeout, ZephyrError)
+    for name in ("JobFailed", "JobTimeout", "EnqueueError", "ResultBackendError"):
+        assert issubclass(getattr(zephyr_celery, name), zephyr_celery.JobError), name
+    assert issubclass(zephyr_celery.JobError, ZephyrError)
     assert issubclass(zephyr_celery.JobTimeout, TimeoutError)
+    # Code that caught the libraries' connection errors keeps catching ours.
+    assert issubclass(zephyr_celery.EnqueueError, ConnectionError)
+    assert issubclass(zephyr_celery.ResultBackendError, ConnectionError)
 
 
 def test_testing_module_all() -> None:

@@ -60,6 +60,8 @@ def jobs_module(tmp_path: Path) -> Path:
         (("worker", "-A", "shop", "-c", "0"), "'-c' / '--concurrency': 0 is not in the range"),
         (("worker", "-A", "shop", "-P", "gevent"), "'gevent' is not one of 'prefork'"),
         (("status", "--nope"), "No such option '--nope'"),
+        (("status", "--timeout", "nan"), "'nan' is not a number of seconds"),
+        (("scheduler", "-A", "shop", "--max-interval", "NaN"), "'NaN' is not a number of seconds"),
         (("retry",), "Missing argument 'JOB_ID'"),
     ],
 )
@@ -86,7 +88,7 @@ def test_the_app_may_be_named_as_module_attribute(jobs_module: Path) -> None:
     (jobs_module / "not_an_app.py").write_text("app = 42\n")
     result = run("status", "-A", "not_an_app:app")
     assert result.exit_code == 2
-    assert "'app' is not a Celery app in 'not_an_app'" in one_line(result)
+    assert "'app' in 'not_an_app' is not a Celery app or a function" in one_line(result)
 
 
 def test_scheduler_refuses_a_lock_shorter_than_two_ticks(jobs_module: Path) -> None:
@@ -121,13 +123,42 @@ def test_retry_of_an_unknown_id_is_one_line_and_exit_1(redis_url: str) -> None:
     assert "no failed job with id 'no-such-job'" in one_line(result)
 
 
+@pytest.mark.parametrize(
+    ("job_id", "reason"),
+    [
+        ("7" * 10_000, "longer than 255 characters"),
+        ("", "a job id cannot be empty"),
+        ("abc def", "spaces or control characters"),
+        ("abc\ndef", "spaces or control characters"),
+        ("abc\x1b[2Jdef", "spaces or control characters"),
+    ],
+)
+def test_retry_refuses_what_cannot_be_a_job_id_quoting_it_cut(job_id: str, reason: str) -> None:
+    result = run("retry", job_id)
+    assert result.exit_code == 2, result.output
+    line = one_line(result)
+    assert reason in line
+    assert len(line) < 300
+    if len(job_id) > 64:
+        assert f"'{job_id[:64]}'... (10000 characters)" in line
+
+
+def test_retry_of_an_unknown_long_id_quotes_it_cut(redis_url: str) -> None:
+    job_id = "f" * 255
+    result = run("retry", job_id, env={"JOB_QUEUE_URL": redis_url})
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert f"no failed job with id '{'f' * 64}'... (255 characters)" in line
+    assert len(line) < 300
+
+
 async def test_retry_reenqueues_a_failed_job_with_its_arguments(
     redis_app: Any, redis_url: str
 ) -> None:
     switch = redis.Redis.from_url(redis_url)
     switch.set("broken", "yes")
 
-    @job(retry=0)
+    @job(retry=0, name="test_cli.double")
     async def double(x: int, *, label: str) -> str:
         if switch.get("broken"):
             raise RuntimeError("the mail server is down")
@@ -157,11 +188,11 @@ async def test_status_reports_queues_workers_states_and_failures(own_redis: Redi
     app = create_app(Settings(JOB_QUEUE_URL=url))
     with using_app(app):
 
-        @job(retry=0)
+        @job(retry=0, name="test_cli.ok")
         async def ok() -> str:
             return "fine"
 
-        @job(retry=0)
+        @job(retry=0, name="test_cli.boom")
         async def boom() -> None:
             raise ValueError("no stock for item 7")
 
@@ -207,7 +238,7 @@ async def test_status_measures_rabbitmq_queues(rabbitmq_url: str, redis_url: str
     app = create_app(settings)
     with using_app(app):
 
-        @job(retry=0)
+        @job(retry=0, name="test_cli.parcel")
         async def parcel() -> None:
             pass
 

@@ -94,7 +94,7 @@ async def test_wait_survives_a_redis_restart(own_redis: RedisServer) -> None:
     set_app(app)
     try:
 
-        @job
+        @job(name="handle.later")
         async def later(x: int) -> int:
             return x
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("jobs_worker")
 
 
 async def test_async_job_result_comes_back_through_wait() -> None:
-    @job
+    @job(name="jobs.add")
     async def add(a: int, b: int) -> int:
         await asyncio.sleep(0)
         return a + b
@@ -29,7 +29,7 @@ async def test_async_job_result_comes_back_through_wait() -> None:
 
 
 async def test_sync_job_runs_on_worker_and_inline() -> None:
-    @job
+    @job(name="jobs.multiply")
     def multiply(a: int, b: int) -> int:
         return a * b
 
@@ -41,7 +41,7 @@ async def test_sync_job_runs_on_worker_and_inline() -> None:
 async def test_calling_an_async_job_runs_it_inline_without_a_message() -> None:
     ran_in: list[str] = []
 
-    @job
+    @job(name="jobs.where")
     async def where() -> str:
         ran_in.append(threading.current_thread().name)
         return "here"
@@ -51,7 +51,7 @@ async def test_calling_an_async_job_runs_it_inline_without_a_message() -> None:
 
 
 async def test_handle_is_a_json_friendly_job_id() -> None:
-    @job
+    @job(name="jobs.noop")
     async def noop() -> None:
         return None
 
@@ -62,7 +62,7 @@ async def test_handle_is_a_json_friendly_job_id() -> None:
 
 
 def test_delay_sync_from_synchronous_code() -> None:
-    @job
+    @job(name="jobs.shout")
     async def shout(word: str) -> str:
         return word.upper()
 
@@ -75,7 +75,7 @@ def test_delay_sync_from_synchronous_code() -> None:
 
 
 async def test_keyword_arguments_travel() -> None:
-    @job
+    @job(name="jobs.greet")
     async def greet(name: str, *, greeting: str = "hello") -> str:
         return f"{greeting} {name}"
 
@@ -84,7 +84,7 @@ async def test_keyword_arguments_travel() -> None:
 
 
 async def test_async_jobs_share_one_long_lived_loop_per_worker_process() -> None:
-    @job
+    @job(name="jobs.loop_id")
     async def loop_id() -> int:
         return id(asyncio.get_running_loop())
 
@@ -99,7 +99,7 @@ async def test_client_opened_by_one_job_is_usable_by_the_next(redis_url: str) ->
 
     clients: dict[str, Any] = {}
 
-    @job
+    @job(name="jobs.use_pool")
     async def use_pool(key: str) -> int:
         if "c" not in clients:
             clients["c"] = aioredis.Redis.from_url(redis_url)
@@ -111,7 +111,7 @@ async def test_client_opened_by_one_job_is_usable_by_the_next(redis_url: str) ->
 
 
 async def _close_on_worker_loop(client: Any) -> JobHandle[None]:
-    @job
+    @job(name="jobs.close_client")
     async def close_client() -> None:
         await client.aclose()
 
@@ -119,7 +119,7 @@ async def _close_on_worker_loop(client: Any) -> JobHandle[None]:
 
 
 async def test_failure_surfaces_type_message_and_traceback() -> None:
-    @job(retry=0)
+    @job(retry=0, name="jobs.explode")
     async def explode(what: str) -> None:
         raise ValueError(f"bad {what}")
 
@@ -157,7 +157,7 @@ class CustomError(Exception):
 async def test_exception_json_cannot_carry_still_surfaces_as_job_failed(
     raised: Any, exc_type: str
 ) -> None:
-    @job(retry=0)
+    @job(retry=0, name="jobs.raises_odd")
     async def raises_odd() -> None:
         raise raised()
 
@@ -168,7 +168,7 @@ async def test_exception_json_cannot_carry_still_surfaces_as_job_failed(
 
 
 async def test_result_json_cannot_carry_fails_the_job() -> None:
-    @job(retry=0)
+    @job(retry=0, name="jobs.returns_object")
     async def returns_object() -> Any:
         return Unsendable()
 
@@ -179,7 +179,9 @@ async def test_result_json_cannot_carry_fails_the_job() -> None:
 async def test_retries_until_success_then_result() -> None:
     attempts = 0
 
-    @job(retry=2, delay=60)  # the testing worker runs retries without their delay
+    @job(
+        retry=2, delay=60, name="jobs.flaky"
+    )  # the testing worker runs retries without their delay
     async def flaky() -> str:
         nonlocal attempts
         attempts += 1
@@ -194,7 +196,7 @@ async def test_retries_until_success_then_result() -> None:
 async def test_exhausted_retries_are_recorded_in_the_failure_store(jobs_app: Any) -> None:
     attempts = 0
 
-    @job(retry=2, delay=1)
+    @job(retry=2, delay=1, name="jobs.always_fails")
     def always_fails(order_id: int, *, reason: str) -> None:
         nonlocal attempts
         attempts += 1
@@ -224,7 +226,7 @@ async def test_exhausted_retries_are_recorded_in_the_failure_store(jobs_app: Any
 async def test_a_job_that_recovers_leaves_no_failure_record(jobs_app: Any) -> None:
     calls = 0
 
-    @job(retry=1)
+    @job(retry=1, name="jobs.second_time_lucky")
     async def second_time_lucky() -> int:
         nonlocal calls
         calls += 1
@@ -242,7 +244,7 @@ async def test_a_job_that_recovers_leaves_no_failure_record(jobs_app: Any) -> No
 async def test_wait_timeout_raises_job_timeout_and_the_job_can_be_waited_again() -> None:
     release = threading.Event()
 
-    @job
+    @job(name="jobs.blocked")
     def blocked() -> str:
         release.wait(30)
         return "done"
@@ -257,7 +259,7 @@ async def test_wait_timeout_raises_job_timeout_and_the_job_can_be_waited_again()
 
 
 async def test_job_timeout_option_fails_a_slow_async_attempt() -> None:
-    @job(retry=0, timeout=0.2)
+    @job(retry=0, timeout=0.2, name="jobs.slow")
     async def slow() -> None:
         await asyncio.sleep(30)
 
@@ -268,7 +270,7 @@ async def test_job_timeout_option_fails_a_slow_async_attempt() -> None:
 
 
 async def test_apply_async_with_countdown_runs_later() -> None:
-    @job
+    @job(name="jobs.stamp")
     async def stamp() -> float:
         return datetime.now(UTC).timestamp()
 
@@ -280,7 +282,7 @@ async def test_apply_async_with_countdown_runs_later() -> None:
 
 
 async def test_apply_async_with_eta_args_and_kwargs() -> None:
-    @job
+    @job(name="jobs.pair")
     async def pair(a: int, *, b: int) -> list[int]:
         return [a, b]
 
@@ -290,7 +292,7 @@ async def test_apply_async_with_eta_args_and_kwargs() -> None:
 
 
 async def test_many_concurrent_waits_on_one_loop() -> None:
-    @job
+    @job(name="jobs.square")
     async def square(n: int) -> int:
         return n * n
 
@@ -300,7 +302,7 @@ async def test_many_concurrent_waits_on_one_loop() -> None:
 
 
 async def test_two_waits_on_the_same_job_both_resolve() -> None:
-    @job
+    @job(name="jobs.one")
     async def one() -> int:
         return 1
 
@@ -312,7 +314,7 @@ async def test_two_waits_on_the_same_job_both_resolve() -> None:
 async def test_waiting_after_the_job_finished_reads_the_stored_result(
     jobs_worker: InProcessWorker,
 ) -> None:
-    @job
+    @job(name="jobs.early")
     async def early() -> str:
         return "stored"
 
@@ -323,11 +325,11 @@ async def test_waiting_after_the_job_finished_reads_the_stored_result(
 
 
 async def test_job_enqueued_by_a_job() -> None:
-    @job
+    @job(name="jobs.child")
     async def child(n: int) -> int:
         return n + 1
 
-    @job
+    @job(name="jobs.parent")
     async def parent(n: int) -> str:
         handle = await child.delay(n)
         return str(handle)

@@ -58,7 +58,7 @@ def test_defaults_come_from_settings(monkeypatch: pytest.MonkeyPatch, redis_url:
     set_app(None)
     try:
 
-        @job
+        @job(name="jobs_options.defaults")
         def defaults() -> None: ...
 
         assert (defaults.retry, defaults.delay_seconds) == (5, 7.0)
@@ -88,17 +88,17 @@ def test_options_reach_the_celery_task(redis_app: Any) -> None:
 
 
 def test_sync_timeout_maps_to_celery_time_limits(redis_app: Any) -> None:
-    @job(timeout=30)
+    @job(timeout=30, name="jobs_options.slow")
     def slow() -> None: ...
 
     assert (slow.task.soft_time_limit, slow.task.time_limit) == (30.0, 35.0)
 
 
 def test_async_or_sync_is_chosen_at_decoration(redis_app: Any) -> None:
-    @job
+    @job(name="jobs_options.a")
     async def a() -> None: ...
 
-    @job
+    @job(name="jobs_options.s")
     def s() -> None: ...
 
     assert isinstance(a, AsyncJob) and a.is_async
@@ -106,7 +106,7 @@ def test_async_or_sync_is_chosen_at_decoration(redis_app: Any) -> None:
 
 
 def test_decorator_keeps_the_function_identity(redis_app: Any) -> None:
-    @job(retry=1)
+    @job(retry=1, name="jobs_options.documented")
     async def documented(x: int) -> int:
         """Docs survive."""
         return x
@@ -114,9 +114,17 @@ def test_decorator_keeps_the_function_identity(redis_app: Any) -> None:
     assert documented.__name__ == "documented"
     assert documented.__doc__ == "Docs survive."
     assert documented.__wrapped__ is not None  # type: ignore[attr-defined]
-    assert documented.name.endswith(
-        "test_decorator_keeps_the_function_identity.<locals>.documented"
-    )
+    assert documented.name == "jobs_options.documented"
+
+
+def _module_level(x: int) -> int:
+    return x
+
+
+def test_default_name_is_module_and_qualname(redis_app: Any) -> None:
+    made = job(_module_level)
+    assert made.name == f"{__name__}._module_level"
+    assert redis_app.tasks[made.name].zephyr_job is made
 
 
 def test_name_collision_between_two_functions_raises_naming_both(redis_app: Any) -> None:
@@ -150,15 +158,15 @@ def test_redefining_the_same_function_replaces_it(redis_app: Any) -> None:
 
 def test_one_decorator_object_decorates_several_functions(redis_app: Any) -> None:
     retrying = job(retry=4)
-
-    @retrying
-    def one() -> None: ...
-
-    @retrying
-    def two() -> None: ...
-
+    one, two = retrying(_one), retrying(_two)
     assert (one.retry, two.retry) == (4, 4)
     assert one.name != two.name
+
+
+def _one() -> None: ...
+
+
+def _two() -> None: ...
 
 
 class Opaque:
@@ -177,7 +185,7 @@ class Opaque:
 async def test_unsendable_argument_raises_type_error_naming_it_and_sends_nothing(
     redis_app: Any, redis_url: str, args: tuple[Any, ...], kwargs: dict[str, Any], named: str
 ) -> None:
-    @job
+    @job(name="jobs_options.consume")
     async def consume(payload: Any, extra: Any = None) -> None: ...
 
     with pytest.raises(TypeError) as caught:
@@ -205,7 +213,7 @@ async def test_unsendable_argument_raises_type_error_naming_it_and_sends_nothing
     ids=["datetime", "uuid", "decimal", "nested", "bytes"],
 )
 async def test_values_kombu_json_carries_are_accepted(redis_app: Any, value: Any) -> None:
-    @job
+    @job(name="jobs_options.consume_carried")
     async def consume(payload: Any) -> None: ...
 
     handle = await consume.delay(value)
@@ -213,7 +221,7 @@ async def test_values_kombu_json_carries_are_accepted(redis_app: Any, value: Any
 
 
 async def test_wrong_arguments_are_not_enqueued(redis_app: Any, redis_url: str) -> None:
-    @job
+    @job(name="jobs_options.takes_one")
     async def takes_one(a: int) -> None: ...
 
     with pytest.raises(TypeError):
@@ -226,7 +234,7 @@ async def test_wrong_arguments_are_not_enqueued(redis_app: Any, redis_url: str) 
 
 
 async def test_apply_async_rejects_bad_options(redis_app: Any) -> None:
-    @job
+    @job(name="jobs_options.target")
     async def target() -> None: ...
 
     with pytest.raises(ConfigError):
@@ -240,7 +248,7 @@ async def test_apply_async_queue_and_priority_land_in_the_message(
 ) -> None:
     import json
 
-    @job
+    @job(name="jobs_options.routed")
     async def routed() -> None: ...
 
     handle = await routed.apply_async(queue="reports", priority=0)

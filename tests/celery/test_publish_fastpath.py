@@ -169,7 +169,7 @@ ARGUMENTS = [
 async def test_default_route_message_is_celerys(
     broker: Broker, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
-    @job
+    @job(name="publish_fastpath.anything")
     async def anything(*args: Any, **kwargs: Any) -> None: ...
 
     fast, celery, seen = await _send_both(
@@ -182,7 +182,7 @@ async def test_default_route_message_is_celerys(
 
 
 async def test_delay_message_is_celerys(broker: Broker) -> None:
-    @job
+    @job(name="publish_fastpath.greet")
     async def greet(name: str, *, greeting: str = "hello") -> str:
         return f"{greeting} {name}"
 
@@ -227,7 +227,7 @@ async def test_settings_shape_the_message_and_it_stays_celerys(
     await broker.start()
     try:
 
-        @job
+        @job(name="publish_fastpath.shaped")
         async def shaped(a: str, *, b: int = 0) -> None: ...
 
         fast, celery, _ = await _send_both(
@@ -251,7 +251,7 @@ async def test_a_result_url_with_options_keeps_redis_pys_pubsub(redis_url: str) 
     set_app(app)
     try:
 
-        @job
+        @job(name="publish_fastpath.echo")
         async def echo(x: int) -> int:
             return x
 
@@ -274,7 +274,7 @@ async def test_a_result_url_with_options_keeps_redis_pys_pubsub(redis_url: str) 
 async def test_routed_message_is_celerys(
     broker: Broker, decorated: dict[str, Any], options: dict[str, Any], key: str
 ) -> None:
-    @job(**decorated)
+    @job(**decorated, name="publish_fastpath.routed")
     async def routed(n: int) -> None: ...
 
     fast, celery, _ = await _send_both(
@@ -325,7 +325,7 @@ def test_fast_argsrepr_is_saferepr() -> None:
 async def test_jobs_sent_together_all_arrive_once(redis_app: Any, redis_url: str) -> None:
     """Concurrent delays share writes; each message arrives once, in full."""
 
-    @job
+    @job(name="publish_fastpath.many")
     async def many(i: int) -> None: ...
 
     handles = await asyncio.gather(*(many.delay(i) for i in range(300)))
@@ -341,7 +341,7 @@ async def test_jobs_sent_together_all_arrive_once(redis_app: Any, redis_url: str
 async def test_publish_signal_receivers_run(redis_app: Any) -> None:
     """With a receiver connected the message goes through Celery, which calls it."""
 
-    @job
+    @job(name="publish_fastpath.watched")
     async def watched(n: int) -> None: ...
 
     seen: list[Any] = []
@@ -373,7 +373,7 @@ async def test_a_router_that_reads_arguments_is_honoured(redis_url: str) -> None
     set_app(app)
     try:
 
-        @job
+        @job(name="publish_fastpath.order")
         async def order(customer: str) -> None: ...
 
         vip = await order.delay("vip")
@@ -400,7 +400,7 @@ def only_queued_headers(redis_url: str, queue: str) -> dict[str, Any]:
 
 
 async def test_countdown_goes_through_celery_with_an_eta(redis_app: Any, redis_url: str) -> None:
-    @job
+    @job(name="publish_fastpath.later")
     async def later() -> None: ...
 
     handle = await later.apply_async(countdown=60)
@@ -413,10 +413,12 @@ async def test_countdown_goes_through_celery_with_an_eta(redis_app: Any, redis_u
 def test_a_job_enqueued_by_a_job_keeps_its_lineage(redis_app: Any, redis_url: str) -> None:
     """Celery's root and parent ids: a job sent from a running job goes through Celery."""
 
-    @job(queue="children")  # nobody consumes it: the message stays to be read
+    @job(
+        queue="children", name="publish_fastpath.child"
+    )  # nobody consumes it: the message stays to be read
     async def child() -> None: ...
 
-    @job
+    @job(name="publish_fastpath.parent")
     def parent() -> str:
         # A sync job runs on the worker's thread, where Celery knows the running task.
         return str(asyncio.run(child.delay()))
@@ -438,7 +440,7 @@ async def test_a_job_sent_while_the_broker_restarts_gets_through(own_redis: Redi
     set_app(app)
     try:
 
-        @job
+        @job(name="publish_fastpath.durable")
         async def durable(n: int) -> None: ...
 
         first = await durable.delay(1)
@@ -498,7 +500,7 @@ def test_wrong_arguments_are_refused_as_binding_would(redis_app: Any, fn: Any) -
 async def test_a_large_result_arrives_whole(redis_app: Any) -> None:
     """A result published in many socket reads reaches its waiter intact."""
 
-    @job
+    @job(name="publish_fastpath.big")
     def big(n: int) -> str:
         time.sleep(0.2)  # the wait is subscribed by then: the result comes by pub/sub
         return "".join(chr(65 + i % 26) for i in range(n))

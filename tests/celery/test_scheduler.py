@@ -14,11 +14,11 @@ from zephyr_celery import AsyncJob, SyncJob, create_app, job, set_app
 from zephyr_celery._beat import BeatEntry, BeatScheduler, ZonedCrontab, beat_settings
 from zephyr_celery._registry import registered_jobs
 from zephyr_celery._scheduler import scheduler
-from zephyr_core import Settings
+from zephyr_core import ConfigError, Settings
 
 
 async def test_a_cron_job_is_a_job_in_beats_schedule(redis_app: Any) -> None:
-    @scheduler.cron("30 8 * * mon-fri")
+    @scheduler.cron("30 8 * * mon-fri", name="scheduler.weekday_digest")
     async def weekday_digest() -> str:
         return "digest"
 
@@ -34,11 +34,11 @@ async def test_a_cron_job_is_a_job_in_beats_schedule(redis_app: Any) -> None:
 
 
 def test_every_takes_seconds_or_a_timedelta(redis_app: Any) -> None:
-    @scheduler.every(seconds=30)
+    @scheduler.every(seconds=30, name="scheduler.heartbeat")
     def heartbeat() -> None:
         pass
 
-    @scheduler.every(timedelta(minutes=2))
+    @scheduler.every(timedelta(minutes=2), name="scheduler.sweep")
     def sweep() -> None:
         pass
 
@@ -48,6 +48,36 @@ def test_every_takes_seconds_or_a_timedelta(redis_app: Any) -> None:
     assert isinstance(first, schedule)
     assert first.run_every == timedelta(seconds=30)
     assert second.run_every == timedelta(minutes=2)
+
+
+def test_job_options_can_be_given_to_the_schedule(redis_app: Any) -> None:
+    @scheduler.cron("0 6 * * *", retry=0, queue="reports", priority=3, name="scheduler.early")
+    async def early() -> None:
+        pass
+
+    assert (early.name, early.retry, early.queue, early.priority) == (
+        "scheduler.early",
+        0,
+        "reports",
+        3,
+    )
+    entry = redis_app.conf.beat_schedule["scheduler.early"]
+    assert entry["options"] == {"queue": "reports", "priority": 3}
+
+
+def test_a_bad_job_option_fails_when_the_schedule_is_made(redis_app: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        scheduler.every(seconds=5, timeout=float("nan"))
+    assert caught.value.field == "timeout"
+
+
+def test_options_of_an_existing_job_stay_on_its_job(redis_app: Any) -> None:
+    @job(name="scheduler.own_options")
+    async def own_options() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="is already a job: give its options to its @job"):
+        scheduler.every(seconds=5, retry=2)(own_options)
 
 
 def test_an_existing_job_can_be_scheduled(redis_app: Any) -> None:
@@ -64,7 +94,7 @@ def test_an_existing_job_can_be_scheduled(redis_app: Any) -> None:
 def test_a_bad_expression_fails_at_decoration_and_defines_no_job(redis_app: Any) -> None:
     with pytest.raises(ValueError, match="hour field '25' is out of range") as caught:
 
-        @scheduler.cron("0 25 * * *")
+        @scheduler.cron("0 25 * * *", name="scheduler.never")
         async def never() -> None:
             pass
 
@@ -80,7 +110,7 @@ def test_an_unknown_time_zone_fails_at_decoration(redis_app: Any) -> None:
 def test_a_job_that_needs_arguments_cannot_be_scheduled(redis_app: Any) -> None:
     with pytest.raises(TypeError, match="requires user_id; give them defaults"):
 
-        @scheduler.every(seconds=5)
+        @scheduler.every(seconds=5, name="scheduler.remind")
         async def remind(user_id: int, *, loud: bool = False) -> None:
             pass
 
@@ -88,7 +118,7 @@ def test_a_job_that_needs_arguments_cannot_be_scheduled(redis_app: Any) -> None:
 
 
 def test_one_job_cannot_have_two_schedules(redis_app: Any) -> None:
-    @scheduler.every(seconds=10)
+    @scheduler.every(seconds=10, name="scheduler.twice")
     async def twice() -> None:
         pass
 
@@ -97,7 +127,7 @@ def test_one_job_cannot_have_two_schedules(redis_app: Any) -> None:
 
 
 def test_schedules_follow_a_new_app(redis_app: Any, redis_url: str) -> None:
-    @scheduler.every(seconds=3)
+    @scheduler.every(seconds=3, name="scheduler.follows")
     async def follows() -> None:
         pass
 
@@ -113,11 +143,11 @@ def test_schedules_follow_a_new_app(redis_app: Any, redis_url: str) -> None:
 def test_the_schedule_lives_in_redis_with_its_time_zone(redis_app: Any, redis_url: str) -> None:
     paris = ZoneInfo("Europe/Paris")
 
-    @scheduler.cron("0 9 * * *", tz="Europe/Paris")
+    @scheduler.cron("0 9 * * *", tz="Europe/Paris", name="scheduler.paris_report")
     async def paris_report() -> None:
         pass
 
-    @scheduler.cron("0 9 * * *")
+    @scheduler.cron("0 9 * * *", name="scheduler.utc_report")
     async def utc_report() -> None:
         pass
 

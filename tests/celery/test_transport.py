@@ -252,8 +252,8 @@ def test_a_close_after_the_connection_was_released_keeps_held_messages(
 ) -> None:
     """After a broker failure Celery may close a channel whose kombu connection is
     already released: kombu's restore then raised AttributeError, which Celery
-    treats as unrecoverable and the worker exited. The held message stays recorded
-    for the visibility sweep instead."""
+    treats as unrecoverable and the worker exited. The held message stays recorded,
+    and the next channel to that Redis puts it back at its first poll."""
     queue = kombu.Queue("orphaned")
     conn = connection(redis_url)
     try:
@@ -267,6 +267,9 @@ def test_a_close_after_the_connection_was_released_keeps_held_messages(
         conn.client = None
     assert client.llen("orphaned") == 0
     assert client.hlen("unacked") == 1
+    with connection(redis_url) as again:
+        assert drain(again, [queue], 1) == [1]
+    assert client.hlen("unacked") == 0
 
 
 @pytest.mark.parametrize("how", ["ack", "reject"])
@@ -289,6 +292,82 @@ def test_a_late_ack_on_a_closed_channel_leaves_the_message_to_run_again(
         held.ack() if how == "ack" else held.reject()
     assert client.llen("late-ack") == 1
     assert client.hlen("unacked") == 0
+
+
+@pytest.fixture
+def crashing_redis(own_redis: Any) -> Iterator[tuple[Any, redis.Redis]]:
+    """The test's own append-only Redis, and a plain client on it."""
+    plain = redis.Redis.from_url(own_redis.url(0))
+    yield own_redis, plain
+    plain.close()
+
+
+def test_what_a_channel_held_when_redis_died_is_back_at_the_next_first_poll(
+    crashing_redis: tuple[Any, redis.Redis],
+) -> None:
+    """Redis crashes while a consumer holds messages: kombu's restore as the channel
+    closes fails, and they would wait in ``unacked`` for the visibility timeout (an
+    hour here). The channel the consumer reconnects with puts them back at once."""
+    server, plain = crashing_redis
+    url = server.url(0)
+    queue = kombu.Queue("stranded")
+    with connection(url, visibility_timeout=3600) as conn:
+        for body in range(3):
+            publish(conn, queue, body)
+        channel = conn.channel()
+        held = [queue(channel).get() for _ in range(2)]
+        assert [m.payload for m in held if m is not None] == [0, 1]
+        server.kill()
+        channel.close()  # Redis is gone: nothing can be put back now
+    server.start()
+    assert plain.hlen("unacked") == 2, "appendfsync always kept the unacked records"
+    with connection(url, visibility_timeout=3600) as conn:
+        assert sorted(drain(conn, [queue], 3)) == [0, 1, 2]
+    assert plain.hlen("unacked") == 0 and plain.llen("stranded") == 0
+
+
+def test_an_ack_on_the_closed_channel_is_sent_by_the_next_one(
+    crashing_redis: tuple[Any, redis.Redis],
+) -> None:
+    """A job that finishes while Redis is down is acknowledged on the closed
+    channel: the next channel removes its unacked record instead of restoring it."""
+    server, plain = crashing_redis
+    url = server.url(0)
+    queue = kombu.Queue("finished-offline")
+    with connection(url, visibility_timeout=3600) as conn:
+        publish(conn, queue, "done")
+        publish(conn, queue, "not done")
+        channel = conn.channel()
+        done, not_done = queue(channel).get(), queue(channel).get()
+        assert done is not None and not_done is not None
+        server.kill()
+        channel.close()
+        done.ack()
+    server.start()
+    with connection(url, visibility_timeout=3600) as conn:
+        assert drain(conn, [queue], 2) == ["not done"]
+    assert plain.hlen("unacked") == 0 and plain.llen("finished-offline") == 0
+
+
+def test_a_pop_whose_reply_was_lost_is_found_by_its_score(
+    crashing_redis: tuple[Any, redis.Redis],
+) -> None:
+    """The connection breaks after Redis ran the pop but before its reply was read:
+    the messages it took are recorded as unacked, yet no consumer has them. The
+    next channel finds them by the pop's score and puts them back."""
+    server, plain = crashing_redis
+    url = server.url(0)
+    queue = kombu.Queue("lost-pop")
+    with connection(url, visibility_timeout=3600) as conn:
+        publish(conn, queue, "taken")
+        channel = conn.default_channel
+        command = channel._pop_command([queue.name], [True])
+        plain.eval(POP_SCRIPT, *command)  # ran; its reply goes nowhere
+        assert plain.hlen("unacked") == 1 and plain.llen("lost-pop") == 0
+        channel._lost_pop()  # what a connection error while reading it does
+    with connection(url, visibility_timeout=3600) as conn:
+        assert drain(conn, [queue], 1) == ["taken"]
+    assert plain.hlen("unacked") == 0
 
 
 def test_the_pop_script_survives_a_script_flush(redis_url: str, client: redis.Redis) -> None:
@@ -362,6 +441,8 @@ def test_broker_settings_for_redis() -> None:
     assert config["broker_transport"] == REDIS_TRANSPORT
     assert config["broker_transport_options"]["visibility_timeout"] == 9
     assert "broker_use_ssl" not in config
+    # Running jobs finish through a broker restart; the transport forwards their acks.
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is False
 
 
 def test_broker_settings_for_rabbitmq() -> None:
@@ -370,6 +451,8 @@ def test_broker_settings_for_rabbitmq() -> None:
     assert config["broker_url"] == url
     assert "broker_transport" not in config
     assert config["broker_transport_options"] == {"confirm_publish": True}
+    # RabbitMQ hands them to another consumer at once: terminated, not run twice at once.
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is True
 
 
 def test_a_bare_rediss_url_verifies_certificates() -> None:

@@ -71,17 +71,19 @@ def test_zephyr_up_runs_web_worker_beat_and_flower(tmp_path: Path, redis_url: st
             "up", "up", "--app", "up_app:app", "-A", "examples.shop.jobs", "--port", str(web_port)
         )
 
-        def web_answers() -> bool:
-            try:
-                return httpx.get(f"{web}/health/live", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(web_answers, 90, "the web app")
-        match = re.search(r"flower: (http://\S+)", up.text())
-        assert match, up.text()
-        flower = match.group(1)
-        assert flower == f"http://127.0.0.1:{env['FLOWER_PORT']}"
+        # One line says when everything serves: the web app is ready, the worker
+        # answers a ping, beat holds its lock and Flower answers (not before).
+        flower = f"http://127.0.0.1:{env['FLOWER_PORT']}"
+        ready = f"ready: web {web}, flower {flower} (worker, beat)"
+        wait_until(lambda: ready in up.text(), 120, "the ready line")
+        lines = up.text().splitlines()
+        assert sum(ready in line for line in lines) == 1
+        at = next(i for i, line in enumerate(lines) if ready in line)
+        assert any(re.search(r"^worker .*celery@\S+ ready\.", line) for line in lines[:at])
+        assert any("beat: Acquired lock" in line for line in lines[:at])
+        assert httpx.get(f"{web}/health/ready", timeout=5).status_code == 200
+        assert httpx.get(f"{flower}/healthcheck", timeout=5).text == "OK"
+        assert f"flower: {flower}" in up.text()
 
         posted = httpx.post(
             f"{web}/send-email",
@@ -217,3 +219,18 @@ def test_ctrl_c_on_the_terminal_lets_the_running_job_finish(tmp_path: Path) -> N
         assert client.hlen("unacked") == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("value", ["abc", "99999", "0", "-1", "\uff15\uff15"])
+def test_a_bad_flower_port_is_one_line_and_exit_2(
+    tmp_path: Path, redis_url: str, value: str
+) -> None:
+    env = child_env(tmp_path, JOB_QUEUE_URL=redis_url, CACHE_URL=redis_url, FLOWER_PORT=value)
+    with Procs(tmp_path, env, tmp_path / "logs") as procs:
+        up = procs.zephyr(
+            "up", "up", "--app", "examples.shop.app:app", "-A", "examples.shop.jobs",
+            "--port", str(free_port()),
+        )  # fmt: skip
+        assert up.popen.wait(60) == 2
+    assert "Traceback" not in up.text()
+    assert f"error: FLOWER_PORT={value!r}: expected a port number between 1 and 65535" in up.text()

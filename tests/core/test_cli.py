@@ -99,10 +99,42 @@ def test_missing_extra_names_the_pip_install() -> None:
     assert isinstance(command, MissingExtra)
     result = CliRunner().invoke(command, ["status"])
     assert result.exit_code == 2
-    assert "pip install 'zephyr-infra[k8s]'" in result.output
+    # zephyr-infra is not on PyPI yet: `pip install 'zephyr-infra[k8s]'` would fail.
+    assert "pip install -e '.[k8s]' in a checkout of zephyr-infra" in result.output
 
 
 def test_unknown_command_is_usage_error() -> None:
     result = run("nosuchcommand")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+# '#', '/' and '?' end a URL's authority early for a parser, so such a URL is refused
+# (percent-encode them); '@' and '%' parse. Either way the password never shows.
+PASSWORD_CHARS = ["#", "/", "?", "@", "%"]
+
+
+@pytest.mark.parametrize("char", PASSWORD_CHARS)
+def test_config_show_masks_a_password_with_url_delimiters(char: str) -> None:
+    url = f"postgresql://app:p{char}ssw0rd@db:5432/app"
+    result = run("config", "show", "--json", env={"DATABASE_URL": url})
+    output = result.stdout + result.stderr
+    assert "ssw0rd" not in output, output
+    assert "Traceback" not in output
+    if char in "@%":
+        assert result.returncode == 0, output
+        assert json.loads(result.stdout)["DATABASE_URL"] == "postgresql://app:***@db:5432/app"
+    else:
+        assert result.returncode == 2
+        assert "DATABASE_URL='postgresql://app:***@db:5432/app'" in result.stderr
+        assert "percent-encoded" in result.stderr
+
+
+@pytest.mark.parametrize("char", PASSWORD_CHARS)
+def test_config_check_masks_a_password_with_url_delimiters(char: str) -> None:
+    # The database "x" is invalid whatever the password, so the URL is always quoted.
+    url = f"redis://app:p{char}ssw0rd@cache:6379/x"
+    result = run("config", "check", env={"JOB_QUEUE_URL": url})
+    assert result.returncode == 1
+    assert "ssw0rd" not in result.stdout + result.stderr
+    assert "invalid: JOB_QUEUE_URL='redis://app:***@cache:6379/x'" in result.stderr

@@ -73,3 +73,21 @@ def test_all_lists_exactly_the_public_names(package: str) -> None:
     assert public <= set(exported) | {"__version__"}
     for name in exported:
         assert hasattr(module, name), name
+
+
+def test_readme_installs_from_a_checkout_until_published() -> None:
+    """`pip install 'zephyr-infra[all]'` fails: the package is not on PyPI yet."""
+    import configparser
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^pip install .*$", install, flags=re.MULTILINE)
+    assert any(command.startswith("pip install -e '.[all]'") for command in commands)
+    for command in commands:
+        assert "-e '.[" in command or "@ git+" in command, command
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    extras = setup["options.extras_require"]
+    for extra in re.findall(r"\[(\w+)\]", " ".join(commands)):
+        assert extra in extras, extra

@@ -142,3 +142,121 @@ def test_secret_in_a_rejected_url_is_masked() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings(JOB_QUEUE_URL="redis://:hunter2@localhost:notaport/0")
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("char", ["#", "/", "?", "@", "%"])
+def test_a_password_with_url_delimiters_never_reaches_a_config_error(char: str) -> None:
+    from zephyr_cache._config import parse
+
+    url = f"redis://app:p{char}ssw0rd@cache:6379/x"  # database "x": always an error
+    with pytest.raises(ConfigError) as settings_error:
+        Settings(CACHE_URL=url)
+    with pytest.raises(ConfigError) as cache_error:
+        parse({"default": {"backend": "redis", "url": url}}, Settings())
+    for caught in (settings_error, cache_error):
+        assert "ssw0rd" not in str(caught.value)
+        assert "redis://app:***@cache:6379/x" in str(caught.value)
+
+
+def test_a_bad_queue_url_does_not_hide_the_other_bad_fields() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(
+            JOB_QUEUE_URL="http://queue",
+            K8S_REPLICAS=-1,
+            DATABASE_URL="http://x",
+            AUTOSCALING_MIN_REPLICAS=12,
+            AUTOSCALING_MAX_REPLICAS=10,
+        )
+    fields = [line.split("=", 1)[0] for line in caught.value.problems]
+    assert sorted(fields) == [
+        "AUTOSCALING_MIN_REPLICAS",
+        "DATABASE_URL",
+        "JOB_QUEUE_URL",
+        "K8S_REPLICAS",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("DATABASE_URL", "http://x", "postgresql://, postgres://"),
+        ("DATABASE_URL", "postgresql://app:hunter2@/app", "no host"),
+        ("DATABASE_READ_URLS", "[1,2", "JSON list of URLs or URLs separated by commas"),
+        ("DATABASE_READ_URLS", "http://x", "postgresql://, postgres://"),
+        ("DATABASE_READ_URLS", "postgresql://r1/db,mysql://u:hunter2@r2/db", "URL 2 of 2"),
+    ],
+)
+def test_database_urls_are_validated(field: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(**{field: value})
+    assert caught.value.field == field
+    assert says in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_database_read_urls_as_a_json_list() -> None:
+    urls = ["postgresql://r1/db", "postgres://u:pw@r2:5433/db"]
+    import json
+
+    assert urls == Settings(DATABASE_READ_URLS=json.dumps(urls)).DATABASE_READ_URLS
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"K8S_CPU_REQUEST": "2", "K8S_CPU_LIMIT": "500m"}, "K8S_CPU_REQUEST"),
+        ({"K8S_CPU_REQUEST": "1001m", "K8S_CPU_LIMIT": "1"}, "K8S_CPU_REQUEST"),
+        ({"K8S_MEMORY_REQUEST": "1Gi", "K8S_MEMORY_LIMIT": "512Mi"}, "K8S_MEMORY_REQUEST"),
+        ({"K8S_MEMORY_REQUEST": "1G", "K8S_MEMORY_LIMIT": "953Mi"}, "K8S_MEMORY_REQUEST"),
+    ],
+)
+def test_a_request_above_its_limit_is_refused(values: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(**values)
+    assert caught.value.field == field
+    assert "must not exceed" in str(caught.value)
+
+
+def test_a_request_equal_to_its_limit_is_fine() -> None:
+    settings = Settings(
+        K8S_CPU_REQUEST="1", K8S_CPU_LIMIT="1000m", K8S_MEMORY_REQUEST="1Gi", K8S_MEMORY_LIMIT="1Gi"
+    )
+    assert settings.K8S_CPU_REQUEST == "1"
+
+
+def test_an_unknown_setting_variable_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zephyr_core._unknown_env import WARNED_ENV
+
+    monkeypatch.setenv(WARNED_ENV, "")  # restored after the test: warnings set it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CACHE_DEFAULT_TIMOUT=5\n")
+    monkeypatch.setenv("JOB_WORKER_CONCURENCY", "8")
+    monkeypatch.setenv("FLOWER_PURGE_OFFLINE_WORKERS", "60")  # one of Flower's own
+    monkeypatch.setenv("FLOWER_PORT", "5556")  # read by `zephyr up`
+    with caplog.at_level("WARNING", logger="zephyr_core.settings"):
+        Settings()
+        Settings()
+    assert [record.getMessage() for record in caplog.records] == [
+        "unknown setting CACHE_DEFAULT_TIMOUT ignored (did you mean CACHE_DEFAULT_TIMEOUT?)",
+        "unknown setting JOB_WORKER_CONCURENCY ignored (did you mean JOB_WORKER_CONCURRENCY?)",
+    ]
+
+
+def test_the_cli_warns_about_an_unknown_setting_without_failing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "zephyr_core", "config", "check"],
+        env={**os.environ, "K8S_REPLICA": "5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("K8S_REPLICA ") == 1
+    assert "did you mean K8S_REPLICAS?" in result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from tests.core.conftest import wait_for_http
@@ -64,12 +65,18 @@ def test_embedded_valkey_when_local_redis_is_silent(spawn: Any, tmp_path: Path) 
 
 
 def test_uses_a_redis_that_answers(spawn: Any, redis_server: RedisServer) -> None:
-    env = {"JOB_QUEUE_URL": redis_server.url(0), "CACHE_URL": redis_server.url(1)}
+    env = {
+        "JOB_QUEUE_URL": redis_server.url(0),
+        "CACHE_URL": redis_server.url(1),
+        "JOB_WORKER_CONCURENCY": "8",  # a typo: warned about once, not once per process
+    }
     port = free_port()
     up = spawn("up", "--app", SHOP, "--port", str(port), env=env)
     wait_for_http(f"http://127.0.0.1:{port}/health/ready", up, timeout=40)
+    wait_until(lambda: "ready: web" in up.output(), 30, "the ready line")
     assert f"using Redis at redis://127.0.0.1:{redis_server.port}" in up.output()
     assert "embedded" not in up.output()
+    assert up.output().count("unknown setting JOB_WORKER_CONCURENCY") == 1, up.output()
     up.signal(signal.SIGTERM)
     assert up.wait(30) == 0
 
@@ -185,3 +192,27 @@ def test_supervisor_stops_on_sigterm_even_a_storm_of_them(tmp_path: Path) -> Non
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--app", ":app"],
+        ["--app", "mod:"],
+        ["--app", "examples.shop.app"],
+        ["--app", SHOP, "-A", ":app"],
+        ["--app", SHOP, "--jobs", "mod:"],
+        ["--app", SHOP, "-A", "my-jobs"],
+    ],
+)
+def test_a_malformed_module_path_is_a_usage_error(
+    spawn: Any, args: list[str], tmp_path: Path
+) -> None:
+    silent = free_port()
+    env = {"JOB_QUEUE_URL": f"redis://127.0.0.1:{silent}/0", "FLOWER_PORT": str(free_port())}
+    up = spawn("up", *args, "--port", str(free_port()), env=env)
+    assert up.wait(30) == 2
+    output = up.output()
+    assert output.count("\n") == 1, output  # one line
+    assert output.startswith("error: ") and "expected" in output
+    assert not (tmp_path / ".zephyr").exists()  # nothing started, not even Valkey

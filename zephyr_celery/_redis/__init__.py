@@ -9,6 +9,8 @@ module             class or function                            extends
 =================  ===========================================  ==========================
 ``transport``      ``Transport``, ``Channel``, ``QoS``,         kombu's Redis transport
                    ``MultiChannelPoller``                       (``kombu.transport.redis``)
+``stranded``       ``Stranded``: what a worker held when its    ours (used by the
+                   broker connection dropped, until it is back  transport)
 ``backend``        ``RedisBackend``                             Celery's Redis result
                                                                 backend
 ``publisher``      ``RedisPublisher``: sends job messages       ours (uses kombu's

@@ -24,6 +24,33 @@ Two more changes make a dead worker's messages come back promptly:
 - it refreshes the timestamp of the messages it still holds at the same pace, so the
   visibility timeout measures how long a worker has been silent, not how long a job
   or an ETA wait takes: a live worker's long job or ETA message is not redelivered.
+
+And a worker whose broker connection drops does not leave what it held to the
+visibility timeout (an hour by default): the closing channel puts its messages back
+if Redis still answers, else writes them down (:mod:`.stranded`), and the channel
+the worker reconnects with puts them back at its first poll, keeping those Celery
+still runs (their acknowledgements, arriving on the closed channel, are forwarded).
+
+Private internals used:
+
+- ``kombu.transport.redis.Channel._brpop_start``
+- ``kombu.transport.redis.Channel._brpop_read``
+- ``kombu.transport.redis.Channel._in_poll``
+- ``kombu.transport.redis.Channel._closing``
+- ``kombu.transport.redis.Channel._queue_cycle``
+- ``kombu.transport.redis.Channel._q_for_pri``
+- ``kombu.transport.redis.Channel._get_publish_topics``
+- ``kombu.transport.redis.Channel._put_fanout``
+- ``kombu.transport.redis.Channel._disconnect_pools``
+- ``kombu.transport.redis.Channel._flush_brpop_reauth``
+- ``kombu.transport.redis.Channel._brpop_sent_at``
+- ``kombu.transport.redis.QoS._remove_from_indices``
+- ``kombu.transport.virtual.QoS._delivered``
+- ``kombu.transport.virtual.QoS._dirty``
+- ``kombu.transport.redis.MultiChannelPoller._channels``
+- ``kombu.transport.redis.MultiChannelPoller._paused_brpop``
+- ``kombu.transport.redis.MultiChannelPoller._restore_messages_tref``
+- ``kombu.connection.Connection._deliver``
 """
 
 # kombu ships py.typed, yet the transport's methods carry no annotations.
@@ -35,6 +62,7 @@ import hashlib
 import logging
 import math
 import threading
+import warnings
 import weakref
 from queue import Empty
 from time import monotonic, time
@@ -47,6 +75,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
+from zephyr_celery._redis.stranded import Stranded, Work, celery_tags, stranded_for
 from zephyr_core import ConfigError
 from zephyr_core._background import current_pid
 
@@ -173,20 +202,51 @@ class QoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
 
     # After a broker failure Celery closes the channel and may still restore,
-    # acknowledge or refresh through it; kombu then fails with an AttributeError
-    # that Celery calls unrecoverable, ending the worker. Nothing is lost by doing
-    # nothing instead: the close put held messages back in their queue, or they
-    # stay in the unacked record for the visibility sweep. They run again.
+    # acknowledge or refresh through it; kombu would fail with an AttributeError
+    # that Celery calls unrecoverable, ending the worker. Instead the closed
+    # channel's record of what it held (Stranded) takes the acknowledgements, and
+    # the next channel to the same Redis sends them.
 
     def restore_unacked(self, client: Any = None) -> None:
-        if self.channel.released():
-            self._delivered.clear()
+        """Put back what this channel holds as it closes, as kombu does.
+
+        What cannot be put back now (Redis is gone) is written down for the channel
+        the worker reconnects with, which puts it back at once (keeping the jobs
+        Celery still runs), instead of leaving it to the visibility timeout.
+        """
+        # Last delivered first: pushed back one by one at the head of their queues,
+        # the first delivered ends up first again.
+        held = [tag for tag in reversed(self._delivered) if tag not in self._dirty]
+        self._delivered.clear()
+        if not held:
             return
-        super().restore_unacked(client)
+        stranded = self.channel.stranded
+        if self.channel.released():
+            stranded.strand(set(held))
+            return
+        done = 0
+        try:
+            with self.channel.conn_or_acquire(client) as redis_client:
+                for tag in held:
+                    self.restore_by_tag(tag, client=redis_client)
+                    done += 1
+        except self.channel.connection_errors as exc:
+            stranded.strand(set(held[done:]))
+            logger.warning(
+                "Redis unreachable (%s): the %d jobs this worker holds are sorted out "
+                "when it reconnects",
+                exc,
+                len(held) - done,
+            )
+        finally:
+            if self.channel._closing:
+                # kombu's close dropped its pools before restoring: drop the one
+                # the restore opened, so no connection outlives the channel.
+                self.channel._disconnect_pools()
 
     def ack(self, delivery_tag: str) -> None:
         if self.channel.released():
-            logger.info("not acknowledged, its channel is closed: %s", delivery_tag)
+            self._forward(delivery_tag, requeue=False)
         elif self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)
         else:
@@ -194,11 +254,18 @@ class QoS(kombu_redis.QoS):
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self.channel.released():
-            logger.info("not rejected, its channel is closed: %s", delivery_tag)
+            self._forward(delivery_tag, requeue=requeue)
         elif not requeue and self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
         else:
             super().reject(delivery_tag, requeue=requeue)
+
+    def _forward(self, delivery_tag: str, requeue: bool) -> None:
+        """An ack or reject on a closed channel: for the channel that took over."""
+        if not self.channel.stranded.finished(delivery_tag, requeue=requeue):
+            # Put back in its queue already: its record now belongs to its next
+            # delivery, which this must not remove.
+            logger.info("not acknowledged, it went back to its queue: %s", delivery_tag)
 
     def _removal(self, delivery_tag: str) -> list[list[Any]]:
         """kombu's ack in Redis: the message leaves the unacked hash and its index."""
@@ -208,6 +275,34 @@ class QoS(kombu_redis.QoS):
             ["HDEL", prefix + self.unacked_key, delivery_tag],
         ]
 
+    def take_over(self, work: Work, client: Any) -> set[str]:
+        """Do what a closed channel of this process left (see :mod:`.stranded`).
+
+        Every step bears repeating (an ack removes what may be gone already; a
+        restore of a message no longer unacked does nothing), so work cut short by
+        another connection failure is simply handed back and done again.
+
+        Returns:
+            The tags adopted: still running, kept unacked and refreshed from now on.
+        """
+        if work.removals:
+            pipe = client.pipeline(transaction=False)
+            for tag in work.removals:
+                self._remove_from_indices(tag, pipe)
+            pipe.execute()
+        lost: set[str] = set()
+        for score in work.pop_scores:
+            found = client.zrange(self.unacked_index_key, score, score, byscore=True)
+            lost.update(bytes_to_str(tag) for tag in found)
+        adopted = work.held & (work.handed | celery_tags())
+        if adopted:
+            client.zadd(self.unacked_index_key, dict.fromkeys(adopted, time()), xx=True)
+        for tag in work.requeues:
+            self.restore_by_tag(tag, client=client, leftmost=True)
+        for tag in (work.held | lost) - adopted - set(self._delivered):
+            self.restore_by_tag(tag, client=client)
+        return adopted
+
     def refresh_unacked(self) -> int:
         """Mark the messages this consumer still holds as alive; returns how many.
 
@@ -215,6 +310,7 @@ class QoS(kombu_redis.QoS):
         restored meanwhile is not brought back.
         """
         tags = [tag for tag in self._delivered if tag not in self._dirty]
+        tags += self.channel.stranded.adopted()
         if not tags or self.channel.released():
             return 0
         with self.channel.conn_or_acquire() as client:
@@ -246,6 +342,18 @@ class Channel(kombu_redis.Channel):
         self._script_loaded = False
         super().__init__(*args, **kwargs)
         self._check_server_version()
+        client = self.connection.client
+        #: What this process held on this Redis when a channel to it closed.
+        self.stranded: Stranded = stranded_for(
+            (
+                str(client.hostname),
+                int(client.port or 0),
+                str(client.virtual_host),
+                str(client.userid),
+                str(self.global_keyprefix),
+            )
+        )
+        self._pop_score: str | None = None  # the unacked score of the pop in flight
         options = self.connection.client.transport_options
         interval = sweep_interval(float(self.visibility_timeout))
         if "unacked_restore_throttle" not in options:
@@ -311,7 +419,11 @@ class Channel(kombu_redis.Channel):
             return
         commands, self._deferred = self._deferred, []
         pool = self.pool
-        connection = pool.get_connection()
+        try:
+            connection = pool.get_connection()
+        except self.connection_errors:
+            self._keep_deferred(commands)  # Redis is away: for the next try
+            return
         try:
             connection.send_packed_command(connection.pack_commands(commands))
             for command in commands:
@@ -359,10 +471,21 @@ class Channel(kombu_redis.Channel):
             found = _consumers.get(_here())
             if found is not None and found() in (self, None):
                 del _consumers[_here()]
+            if self._in_poll:
+                # kombu's close reads the pop in flight, and a dead connection's
+                # error would end the close before what we hold is put back.
+                self._closing = True
+                try:
+                    self._brpop_read()
+                except (Empty, *self.connection_errors):
+                    pass  # a lost pop is written down by _brpop_read
             try:
                 self.flush_deferred()
-            except Exception:  # closing must go on; unsent acks mean redeliveries
+            except Exception:  # closing must go on; unsent acks are handed on below
                 logger.warning("could not send deferred acks while closing", exc_info=True)
+            # Acks Redis has not confirmed: the next channel to it sends them.
+            self.stranded.unsent([str(c[2]) for c in self._deferred if c[0] == "HDEL"])
+            self._deferred = []
         super().close()
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
@@ -380,8 +503,17 @@ class Channel(kombu_redis.Channel):
             prefix + self.unacked_index_key,
             *(prefix + key for key in keys),
         ]
-        args = [repr(time()), str(limit), *("1" if flag else "0" for flag in record)]
+        # The score of this pop's unacked records: if its reply is lost, the next
+        # channel finds the messages it took by it (see stranded.Stranded.lost_pop).
+        self._pop_score = repr(time())
+        args = [self._pop_score, str(limit), *("1" if flag else "0" for flag in record)]
         return [len(script_keys), *script_keys, *args]
+
+    def _lost_pop(self) -> None:
+        """The pop in flight may have run, but nothing it took was delivered."""
+        if self._pop_score is not None:
+            self.stranded.lost_pop(self._pop_score)
+            self._pop_score = None
 
     def _pop_limit(self) -> int:
         """How many messages the next pop may take: what the prefetch has room for.
@@ -415,10 +547,38 @@ class Channel(kombu_redis.Channel):
 
     # -- the event loop's consume path (replaces BRPOP) ------------------------------
 
+    def _take_over_stranded(self) -> None:
+        """First poll after a reconnection: do what the closed channel left."""
+        if not self.stranded.pending:
+            return
+        work = self.stranded.take()
+        if not work.held and not work.requeues and not work.pop_scores:
+            # Only acknowledgements (of adopted jobs): they ride along with the pop.
+            self._deferred.extend(c for tag in work.removals for c in self.qos._removal(tag))
+            return
+        try:
+            with self.conn_or_acquire() as client:
+                adopted = self.qos.take_over(work, client)
+        except self.connection_errors:
+            self.stranded.give_back(work)  # and the pop below fails and reconnects
+            return
+        self.stranded.adopt(adopted)
+        restored = len(work.held - adopted) + len(work.requeues)
+        logger.warning(
+            "reconnected: %d jobs this worker held went back to their queues, %d it "
+            "still runs or has queued are kept%s",
+            restored,
+            len(adopted),
+            f" ({len(work.pop_scores)} pops whose reply was lost looked up)"
+            if work.pop_scores
+            else "",
+        )
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
+        self._take_over_stranded()
         _consumers[_here()] = weakref.ref(self)
         pairs = [(queue, pri) for pri in self.priority_steps for queue in queues]
         keys = [self._q_for_pri(queue, pri) for queue, pri in pairs]
@@ -443,7 +603,11 @@ class Channel(kombu_redis.Channel):
         commands += deferred
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        connection.send_packed_command(connection.pack_commands(commands))
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except self.connection_errors:
+            self._lost_pop()  # written in part, it may still have run
+            raise
 
     def scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -472,6 +636,7 @@ class Channel(kombu_redis.Channel):
                 except self.connection_errors:
                     connection.disconnect()  # the next poll reconnects
                     self._keep_deferred([c for _, c in pending[at:] if c is not None])
+                    self._lost_pop()  # read or not, nothing it took was delivered
                     raise
                 except redis.ResponseError as exc:
                     reply = exc  # read every reply before raising: keep in step
@@ -479,6 +644,7 @@ class Channel(kombu_redis.Channel):
                     replies.append(reply)  # the BLMOVE's (if any), the pop's
                 elif isinstance(reply, redis.ResponseError):
                     logger.warning("Redis refused a deferred %s: %s", name, reply)
+            self._pop_score = None  # its reply is here: delivered below
             reply = replies[-1] if replies else None
             if isinstance(reply, NoScriptError):  # Redis restarted and forgot the script
                 self._script_loaded = self._waiting = False
@@ -510,6 +676,10 @@ class Channel(kombu_redis.Channel):
             reply = client.evalsha(POP_SHA, *command)
         except NoScriptError:
             reply = client.eval(POP_SCRIPT, *command)
+        except self.connection_errors:
+            self._lost_pop()
+            raise
+        self._pop_score = None
         if not reply:
             raise Empty()
         _key, item, recorded = reply  # one message: the limit is 1
@@ -568,6 +738,13 @@ class Transport(kombu_redis.Transport):
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.hub_thread = _here()
+        # Celery warns at every connection loss that it will terminate running jobs
+        # by default in Celery 6; on Redis they keep running on purpose (see
+        # zephyr_celery._broker). Set here: Celery's logging setup, which runs
+        # before a worker connects, turns its own warnings back on.
+        warnings.filterwarnings(
+            "ignore", message=r"\s*In Celery 5\.1 we introduced", category=Warning
+        )
         super().register_with_event_loop(connection, loop)
         cycle: Any = self.cycle
         cycle.hub = loop

@@ -10,7 +10,10 @@ or ``unix://`` URL the connection is a lean protocol of our own
 (:mod:`zephyr_celery._redis.wire`) rather than redis-py's general client.
 
 A reconnection resubscribes everything still awaited and reads the keys again, so a
-result published while the connection was down is not missed.
+result published while the connection was down is not missed. While Redis cannot be
+reached the waiter says so (:attr:`ResultWaiter.down`): a wait whose timeout passes
+then fails with :class:`Unreachable`, not a timeout, and so does every wait once
+Redis has been unreachable for :data:`UNREACHABLE_AFTER` seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from zephyr_celery._redis import wire as _wire
 
@@ -37,6 +40,21 @@ Decode = Callable[[bytes], dict[str, Any]]
 UNSUBSCRIBE_BATCH = 1000
 #: ...or after this many seconds.
 UNSUBSCRIBE_DELAY = 0.05
+
+#: Seconds the result Redis may stay unreachable before every wait fails with
+#: :class:`Unreachable` (a restart takes a few; longer is an outage to report).
+UNREACHABLE_AFTER = 60.0
+
+# What the connections raise when Redis is gone (or refuses us: a wrong password).
+_DOWN = (RedisError, OSError)
+
+
+class Unreachable(Exception):
+    """The result Redis cannot be reached: a wait ends with this (cause attached)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
 
 
 class ResultWaiter:
@@ -59,13 +77,25 @@ class ResultWaiter:
         self._check: set[bytes] = set()
         self._check_wake = asyncio.Event()
         self._backoff = 0.05
+        #: Since when (loop time) Redis cannot be reached, and why; ``None`` when up.
+        self.down_since: float | None = None
+        self.down_cause: BaseException | None = None
         # redis-py's pub/sub needs a subscription to read from while nothing waits.
         self._own = f"zephyr:waiter:{uuid.uuid4().hex}".encode()
         self._task = self._loop.create_task(self._run())
         self._checker = self._loop.create_task(self._check_loop())
 
     async def wait(self, key: bytes, timeout: float | None) -> dict[str, Any]:
-        """The stored meta of ``key`` once its job is done (raises TimeoutError)."""
+        """The stored meta of ``key`` once its job is done.
+
+        Raises:
+            TimeoutError: ``timeout`` passed (check :attr:`down` for why).
+            Unreachable: Redis has been unreachable for ``UNREACHABLE_AFTER`` seconds.
+        """
+        if self.down_since is not None and (
+            self._loop.time() - self.down_since >= UNREACHABLE_AFTER
+        ):
+            raise Unreachable(self.down_cause or RedisConnectionError("Redis is down"))
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         futures = self._waiting.get(key)
         if futures is None:
@@ -159,10 +189,11 @@ class ResultWaiter:
                         await self._session(self._params)
                     else:
                         await self._session_redis_py()
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except _DOWN as exc:
                     # Whatever was subscribed must be again, and read again.
                     self._subscribe |= set(self._waiting)
                     self._unsubscribe.clear()
+                    self._went_down(exc)
                     await asyncio.sleep(self._backoff)
                     self._backoff = min(self._backoff * 2, 2.0)
         finally:
@@ -173,8 +204,32 @@ class ResultWaiter:
             await _quietly(self._checker)
             await _quietly(self._client.aclose())
 
+    def _went_down(self, exc: BaseException) -> None:
+        now = self._loop.time()
+        if self.down_since is None:
+            self.down_since = now
+        self.down_cause = exc
+        if now - self.down_since >= UNREACHABLE_AFTER:
+            self.fail_all()
+
+    def fail_all(self) -> None:
+        """End every wait with :class:`Unreachable` (Redis has been gone too long)."""
+        cause = self.down_cause or RedisConnectionError("Redis cannot be reached")
+        waiting, self._waiting = self._waiting, {}
+        for futures in waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(Unreachable(cause))
+        self._subscribe.clear()
+
+    @property
+    def down(self) -> bool:
+        """Whether the waiter has no connection to Redis now (it keeps retrying)."""
+        return self.down_since is not None
+
     def _start_sending(self, send: Callable[[str, list[bytes]], None]) -> None:
         """A connection is up: send through it, first what is waited for now."""
+        self.down_since = self.down_cause = None
         self._backoff = 0.05
         self._unsubscribe.clear()  # a new connection has no old subscriptions
         self._send = send
@@ -240,7 +295,7 @@ class ResultWaiter:
                 chunk = keys[start : start + 1000]
                 try:
                     values = await self._client.mget(chunk)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except _DOWN:
                     # Subscribed, but the read failed (Redis still loading its data
                     # after a restart answers LOADING, say): read them again soon. A
                     # result stored before the subscription would be missed otherwise.
