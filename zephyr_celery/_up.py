@@ -113,16 +113,34 @@ def processes(settings: Settings, options: dict[str, object]) -> list[ProcessSpe
     if not _port_free(address, port):
         taken, port = port, _free_port(address)
         click.secho(f"flower: port {taken} is taken; using {port}", fg="yellow")
-    jobs = [sys.executable, "-m", "zephyr_core", "jobs"]
     click.secho(f"flower: {flower_url(address, port)}  (jobs dashboard)", fg="green")
-    flower = flower_url(address, port)
+    return job_processes(str(module), flower_address=address, flower_port=port, settings=settings)
+
+
+def job_processes(
+    module: str, *, flower_address: str, flower_port: int, settings: Settings | None = None
+) -> list[ProcessSpec]:
+    """Worker, beat and Flower on ``module``: each a ``zephyr jobs`` command of this interpreter.
+
+    ``zephyr up`` runs them (with ``settings``, the worker gets a readiness probe);
+    ``zephyr docker compose`` turns the same specs into services.
+    """
+    jobs = [sys.executable, "-m", "zephyr_core", "jobs"]
+    flower = [*jobs, "flower", "-A", module, "--port", str(flower_port)]
+    url = flower_url(flower_address, flower_port)
     return [
-        ProcessSpec("worker", [*jobs, "worker", "-A", str(module)], probe=worker_probe(settings)),
-        ProcessSpec("beat", [*jobs, "scheduler", "-A", str(module)], ready_line=BEAT_READY_LINE),
+        ProcessSpec(
+            "worker",
+            [*jobs, "worker", "-A", module],
+            probe=None if settings is None else worker_probe(settings),
+        ),
+        ProcessSpec("beat", [*jobs, "scheduler", "-A", module], ready_line=BEAT_READY_LINE),
         ProcessSpec(
             "flower",
-            [*jobs, "flower", "-A", str(module), "--port", str(port), "--address", address],
-            probe=http_probe(f"{flower}/healthcheck", body="OK"),
-            url=flower,
+            [*flower, "--address", flower_address],
+            port=flower_port,
+            health="/healthcheck",
+            probe=http_probe(f"{url}/healthcheck", body="OK"),
+            url=url,
         ),
     ]

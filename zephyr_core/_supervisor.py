@@ -24,12 +24,17 @@ COLORS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
 
 @dataclass
 class ProcessSpec:
-    """One child process of ``zephyr up``.
+    """One process of the stack: what ``zephyr up`` runs and a container runs.
+
+    ``zephyr docker compose`` (and the chart) read the same list, so ``port`` and
+    ``health`` live here too, even though the supervisor itself ignores them.
 
     Attributes:
         name: Its prefix in the output.
         argv: The command line.
         env: Variables added to this environment.
+        port: The TCP port it listens on, if any.
+        health: The HTTP path that answers 200 while it is alive, if it serves HTTP.
         probe: Called (in a background thread) until it returns True: the child is
             ready. An exception counts as "not yet".
         ready_line: Text that marks the child ready when a line of its output holds
@@ -40,6 +45,8 @@ class ProcessSpec:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+    health: str | None = None
     probe: Callable[[], bool] | None = None
     ready_line: str | None = None
     url: str | None = None

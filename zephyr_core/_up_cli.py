@@ -21,6 +21,25 @@ from zephyr_core._valkey import forget_running, plan_redis, record_running
 UpProvider = Callable[[Settings, dict[str, object]], list[ProcessSpec]]
 
 
+def web_process(
+    app_path: str, host: str, port: int, *, env: dict[str, str] | None = None
+) -> ProcessSpec:
+    """The web process: ``zephyr serve`` on ``app_path``, run by this interpreter.
+
+    ``zephyr up`` runs it; ``zephyr docker compose`` turns the same spec into a service.
+    """
+    argv = [sys.executable, "-m", "zephyr_core", "serve", "--app", app_path]
+    return ProcessSpec(
+        "web",
+        [*argv, "--host", host, "--port", str(port)],
+        dict(env or {}),
+        port=port,
+        health="/health/live",
+        probe=http_probe(local_url(host, port, "/health/ready")),
+        url=local_url(host, port),
+    )
+
+
 @click.command()
 @click.option("--app", "app_path", help="ASGI app as module:attribute (default: ZEPHYR_APP).")
 @click.option("-A", "--jobs", "jobs_module", help="Module defining the jobs (for the worker).")
@@ -50,26 +69,7 @@ def up(app_path: str | None, jobs_module: str | None, host: str, port: int, data
     try:
         record = record_running(redis)
         child_settings = Settings(**redis.env) if redis.env else settings
-        specs = [
-            ProcessSpec(
-                "web",
-                [
-                    sys.executable,
-                    "-m",
-                    "zephyr_core",
-                    "serve",
-                    "--app",
-                    app_path,
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                ],
-                redis.env,
-                probe=http_probe(local_url(host, port, "/health/ready")),
-                url=local_url(host, port),
-            )
-        ]
+        specs = [web_process(app_path, host, port, env=redis.env)]
         options: dict[str, object] = {"jobs_module": jobs_module, "host": host, "port": port}
         for entry in entry_points(group="zephyr.up"):
             try:

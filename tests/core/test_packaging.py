@@ -49,6 +49,13 @@ def test_wheel_declares_the_console_script_and_commands(wheel: zipfile.ZipFile) 
     text = wheel.read(entry_points).decode()
     assert "zephyr = zephyr_core.cli:main" in text
     assert "[zephyr.commands]" in text
+    assert "docker = zephyr_deploy.cli:docker" in text
+
+
+def test_wheel_ships_the_deploy_templates(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    for template in ("Dockerfile.j2", "dockerignore.j2", "docker-compose.yml.j2"):
+        assert f"zephyr_deploy/templates/{template}" in names
 
 
 @pytest.mark.parametrize("package", PACKAGES)
