@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,10 +32,17 @@ async def read_port(cluster: DatabaseCluster) -> int:
         return await port(conn)
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Await ``condition`` until it is true or ``timeout`` seconds pass."""
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
+) -> None:
+    """Check ``condition`` (sync or async) until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
-    while not await condition():
+
+    async def holds() -> bool:
+        outcome = condition()
+        return await outcome if inspect.isawaitable(outcome) else bool(outcome)
+
+    while not await holds():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
