@@ -241,16 +241,27 @@ class DatabaseCluster:
         return Session(self._consistency, sticky)
 
     async def _acquire_read(self) -> tuple[Host, asyncpg.Connection]:
-        if self._consistency.needs_primary():
+        if self._consistency.active and self._consistency.needs_primary():
             return self.primary, await self.primary.pool._acquire()
         while self._usable:
+            usable = self._usable
             self._turn += 1
-            host = pick(self.strategy, self._usable, self._turn)
-            try:
-                conn = await host.pool._acquire()
-            except DatabaseError as exc:  # refused, timed out: take it out, try the next
-                self._take_out(host, exc.__cause__ or exc)
+            host = usable[0] if len(usable) == 1 else pick(self.strategy, usable, self._turn)
+            pool = host.pool
+            apool = pool.pool
+            if apool is None:  # closed meanwhile
+                self._take_out(host, DatabaseError("its pool is closed"))
                 continue
+            # ConnectionPool._acquire inlined: this is the hot path of every read
+            pool.waiting += 1
+            try:
+                conn = await apool.acquire()
+            except CONNECT_ERRORS as exc:  # refused, timed out: take it out, try the next
+                self._take_out(host, exc)
+                continue
+            finally:
+                pool.waiting -= 1
+            pool.in_use += 1
             host.reads += 1
             return host, conn
         if self.fallback == "raise" and self.replicas:
@@ -377,9 +388,13 @@ class Routed:
                 await cluster._primary_read_only()
         elif exc is not None and isinstance(exc, _LOST):
             cluster._lost(host, exc)
-        if pool is not None:
-            await host.pool._release(conn, pool)
-        else:
+        if pool is None:
+            conn.terminate()
+            return
+        host.pool.in_use -= 1
+        try:
+            await pool.release(conn)
+        except asyncpg.InterfaceError:  # the pool was closed meanwhile
             conn.terminate()
 
 

@@ -82,6 +82,10 @@ def check_pool_config(config: Mapping[str, Any], *, where: str = "pool_config") 
             raise ConfigError(
                 f"{where}.{key}={value!r}: must be greater than 0", field=f"{where}.{key}"
             )
+    config = dict(config)
+    if "max_size" in config and "min_size" not in config:
+        # asyncpg's min_size default (10) would refuse a smaller max_size given alone
+        config["min_size"] = min(10, config["max_size"])
     min_size, max_size = config.get("min_size", 10), config.get("max_size", 10)
     if min_size > max_size:
         raise ConfigError(
@@ -89,7 +93,7 @@ def check_pool_config(config: Mapping[str, Any], *, where: str = "pool_config") 
             "(asyncpg's default for either is 10)",
             field=f"{where}.min_size",
         )
-    return dict(config)
+    return config
 
 
 def hosts(url: str) -> list[str]:

@@ -29,6 +29,7 @@ class Session:
         self._token: object | None = None
 
     async def __aenter__(self) -> Session:
+        self._consistency.active = True
         self._token = self._consistency.session.set(self)
         return self
 
@@ -49,6 +50,8 @@ class Consistency:
     def __init__(self, window: float, clock: Callable[[], float], name: str) -> None:
         self.window = window
         self.clock = clock
+        #: False until a window is set or a session is entered: reads skip the checks.
+        self.active = bool(window)
         self.session: ContextVar[Session | None] = ContextVar(
             f"zephyr_db_session_{name}", default=None
         )

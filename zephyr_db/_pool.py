@@ -46,7 +46,8 @@ class ConnectionPool:
     Args:
         url: ``postgresql://user:password@host:5432/dbname``; libpq's multi-host form
             (``postgresql://h1:5432,h2:5432/db?target_session_attrs=read-write``) works.
-        **pool_config: asyncpg's pool options: ``min_size`` (10), ``max_size`` (10),
+        **pool_config: asyncpg's pool options: ``min_size`` (10, or ``max_size`` when
+            only that is given), ``max_size`` (10),
             ``max_queries``, ``max_inactive_connection_lifetime`` (seconds),
             ``timeout`` (seconds to connect), ``command_timeout`` (seconds per
             query), ``server_settings``, ``statement_cache_size`` (set it to 0 behind

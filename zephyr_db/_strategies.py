@@ -24,15 +24,12 @@ def pick(strategy: str, candidates: Sequence[T], turn: int) -> T:
     >>> a, b, c = P(2), P(0), P(0)
     >>> [pick("round_robin", [a, b, c], t) is x for t, x in [(0, a), (1, b), (4, b)]]
     [True, True, True]
-    >>> [pick("least_connections", [a, b, c], t) is x for t, x in [(0, b), (2, c)]]
+    >>> [pick("least_connections", [a, b, c], t) is x for t, x in [(0, b), (1, c)]]
     [True, True]
     """
     count = len(candidates)
     if strategy == "round_robin" or count == 1:
         return candidates[turn % count]
-    best = candidates[turn % count]
-    for offset in range(1, count):
-        candidate = candidates[(turn + offset) % count]
-        if candidate.in_use < best.in_use:
-            best = candidate
-    return best
+    fewest = min(candidate.in_use for candidate in candidates)
+    tied = [candidate for candidate in candidates if candidate.in_use == fewest]
+    return tied[turn % len(tied)]

@@ -36,6 +36,8 @@ def servers(replicated: ReplicationSet) -> Iterator[ReplicationSet]:
 def table(servers: ReplicationSet, request: pytest.FixtureRequest) -> str:
     """A fresh table ``(id serial, name text)`` on the primary, already on every replica."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
-    servers.primary.psql(f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id serial PRIMARY KEY, name text)")
+    servers.primary.psql(
+        f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id serial PRIMARY KEY, name text)"
+    )
     servers.wait_replicated(f"SELECT to_regclass('{name}') IS NOT NULL", "t")
     return name

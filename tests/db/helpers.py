@@ -14,12 +14,16 @@ from zephyr_db import DatabaseCluster
 SMALL = {"min_size": 1, "max_size": 4}
 
 
-def cluster_for(servers: ReplicationSet, replicas: int | None = None, **options: Any) -> DatabaseCluster:
+def cluster_for(
+    servers: ReplicationSet, replicas: int | None = None, **options: Any
+) -> DatabaseCluster:
     """A cluster over the set: the primary and the first ``replicas`` replicas (all by default)."""
     chosen = servers.replicas if replicas is None else servers.replicas[:replicas]
     options.setdefault("pool_config", SMALL)
     options.setdefault("health_interval", 0.1)
-    return DatabaseCluster(servers.url(servers.primary), [servers.url(r) for r in chosen], **options)
+    return DatabaseCluster(
+        servers.url(servers.primary), [servers.url(r) for r in chosen], **options
+    )
 
 
 async def port(conn: Any) -> int:

@@ -73,7 +73,9 @@ class Replica(Primary):
         self.psql(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
 
     def streaming(self) -> bool:
-        return self.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == "1"
+        return (
+            self.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == "1"
+        )
 
 
 class ReplicationSet:
@@ -105,7 +107,9 @@ class ReplicationSet:
     def wait_replicated(self, sql: str, expected: str, timeout: float = 10) -> None:
         """Wait until every running replica answers ``sql`` with ``expected``."""
         for replica in self.replicas:
-            wait_until(lambda r=replica: r.psql(sql) == expected, timeout, f"{sql} on {replica.port}")
+            wait_until(
+                lambda r=replica: r.psql(sql) == expected, timeout, f"{sql} on {replica.port}"
+            )
 
 
 def available() -> bool:

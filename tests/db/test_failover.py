@@ -39,7 +39,9 @@ def multi_host_cluster(servers: ReplicationSet) -> DatabaseCluster:
     )
 
 
-async def write_until_it_succeeds(cluster: DatabaseCluster, note: str, timeout: float) -> tuple[int, int]:
+async def write_until_it_succeeds(
+    cluster: DatabaseCluster, note: str, timeout: float
+) -> tuple[int, int]:
     """(port written to, failed attempts) for the first successful write."""
     deadline = time.monotonic() + timeout
     failures = 0

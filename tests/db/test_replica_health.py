@@ -53,9 +53,7 @@ async def test_a_replica_down_at_start_is_retried_in_the_background(
     async with cluster_for(servers, replicas=1) as cluster:  # opens although the replica is down
         assert await read_port(cluster) == servers.primary.port
         await asyncio.to_thread(replica.start)
-        await eventually(
-            lambda: cluster.status()[1].usable, 10, "the replica to be taken in"
-        )
+        await eventually(lambda: cluster.status()[1].usable, 10, "the replica to be taken in")
         assert await read_port(cluster) == replica.port
 
 
@@ -88,9 +86,7 @@ async def test_a_replica_behind_max_lag_is_skipped_until_it_catches_up(
         assert {await read_port(cluster) for _ in range(5)} == {servers.primary.port}
 
         await asyncio.to_thread(replica.replay, False)
-        await eventually(
-            lambda: cluster.status()[1].usable, 10, "the replica to catch up"
-        )
+        await eventually(lambda: cluster.status()[1].usable, 10, "the replica to catch up")
         assert await read_port(cluster) == replica.port
         async with cluster.read() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 1

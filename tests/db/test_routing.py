@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import asyncpg
@@ -19,7 +20,9 @@ async def test_a_write_on_the_primary_is_read_back_from_a_replica(
 ) -> None:
     async with cluster_for(servers, replicas=1) as cluster:
         async with cluster.write() as conn:
-            new_id = await conn.fetchval(f"INSERT INTO {table} (name) VALUES ($1) RETURNING id", "ada")
+            new_id = await conn.fetchval(
+                f"INSERT INTO {table} (name) VALUES ($1) RETURNING id", "ada"
+            )
             assert await port(conn) == servers.primary.port
         for _ in range(200):  # replication is asynchronous: poll the replica with a deadline
             async with cluster.read() as conn:
@@ -49,7 +52,7 @@ async def test_round_robin_alternates_replicas_and_never_reads_the_primary(
     async with cluster_for(servers, strategy="round_robin") as cluster:
         ports = [await read_port(cluster) for _ in range(10)]
     assert Counter(ports) == {servers.replicas[0].port: 5, servers.replicas[1].port: 5}
-    assert all(a != b for a, b in zip(ports, ports[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(ports))
 
 
 async def test_least_connections_picks_the_replica_with_fewer_in_use(
@@ -139,8 +142,15 @@ async def test_connection_pool_counts_in_use_and_waiting(servers: ReplicationSet
         assert pool.stats().in_use == pool.stats().waiting == 0
 
 
-async def test_statement_cache_size_zero_is_passed_to_asyncpg(servers: ReplicationSet) -> None:
-    pool = ConnectionPool(servers.url(servers.primary), statement_cache_size=0, **SMALL)
-    async with pool, pool.acquire() as conn:
+async def test_statement_cache_size_zero_prepares_no_named_statements(
+    servers: ReplicationSet,
+) -> None:
+    """What PgBouncer's transaction mode needs: nothing prepared that outlives a query."""
+    query = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '__asyncpg%'"
+    url = servers.url(servers.primary)
+    async with ConnectionPool(url, **SMALL) as cached, cached.acquire() as conn:
         assert await conn.fetchval("SELECT $1::int", 7) == 7
-        assert conn._stmt_cache.get_max_size() == 0  # noqa: SLF001 - what asyncpg was given
+        assert await conn.fetchval(query) >= 1
+    async with ConnectionPool(url, statement_cache_size=0, **SMALL) as plain, plain.acquire() as c:
+        assert await c.fetchval("SELECT $1::int", 7) == 7
+        assert await c.fetchval(query) == 0
