@@ -30,12 +30,12 @@ async def empty_app(scope: object, receive: object, send: object) -> None:
     raise AssertionError("only the health routes are requested")
 
 
-async def ready(settings: Settings) -> tuple[int, dict[str, object]]:
+async def ready(settings: Settings, path: str = "/health/ready") -> tuple[int, dict[str, object]]:
     app = HealthApp(empty_app, checks(settings))  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://a"
     ) as client:
-        response = await client.get("/health/ready")
+        response = await client.get(path)
     return response.status_code, response.json()
 
 
@@ -49,6 +49,7 @@ async def test_ready_passes_degraded_when_a_replica_is_down(servers: Replication
     result = body["checks"]["database"]  # type: ignore[index]
     assert status == 200 and result["ok"] is True
     assert "replica 127.0.0.1:" in result["degraded"] and "hunter2" not in json.dumps(body)
+    assert (await ready(settings, "/health"))[1]["status"] == "degraded"
 
     settings = Settings(DATABASE_URL=dead, DATABASE_READ_URLS=[servers.url(servers.replicas[0])])
     status, body = await ready(settings)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.db.helpers import cluster_for, eventually, read_port
 from tests.db.replication import ReplicationSet
-from zephyr_db import DatabaseUnavailable, NoHealthyReplica
+from zephyr_db import DatabaseCluster, DatabaseUnavailable, NoHealthyReplica
 
 pytestmark = pytest.mark.slow
 
@@ -90,3 +90,26 @@ async def test_a_replica_behind_max_lag_is_skipped_until_it_catches_up(
         assert await read_port(cluster) == replica.port
         async with cluster.read() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 1
+
+
+async def test_a_replica_killed_under_a_read_is_taken_out_and_the_next_read_moves(
+    servers: ReplicationSet,
+) -> None:
+    replica = servers.replicas[0]
+    async with cluster_for(servers, replicas=1, health_interval=60) as cluster:
+        with pytest.raises(Exception) as raised:  # a query in flight fails: asyncpg's error
+            async with cluster.read() as conn:
+                await asyncio.to_thread(replica.stop, "immediate")
+                await conn.fetchval("SELECT 1")
+        assert not isinstance(raised.value, AssertionError)
+        assert not cluster.status()[1].usable  # taken out at once, not at the next check
+        assert await read_port(cluster) == servers.primary.port
+
+
+async def test_an_unreachable_primary_fails_open_with_the_password_masked() -> None:
+    from tests.servers import free_port
+
+    cluster = DatabaseCluster(f"postgresql://app:hunter2@127.0.0.1:{free_port()}/db")
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await cluster.open()
+    assert "127.0.0.1" in str(raised.value) and "hunter2" not in str(raised.value)
