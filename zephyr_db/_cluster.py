@@ -191,9 +191,12 @@ class DatabaseCluster:
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
-        await asyncio.gather(
-            *(h.pool.close() for h in (self.primary, *self.replicas)), return_exceptions=True
-        )
+        hosts = (self.primary, *self.replicas)
+        for host in hosts:
+            if host.probe is not None:
+                host.probe.terminate()
+                host.probe = None
+        await asyncio.gather(*(h.pool.close() for h in hosts), return_exceptions=True)
         self._usable = []
 
     async def __aenter__(self) -> DatabaseCluster:
@@ -309,10 +312,24 @@ class DatabaseCluster:
                 log.exception("database health check failed")
 
     async def _query_health(self, host: Host) -> asyncpg.Record:
-        if host.pool.pool is None:
+        # A connection of its own: a pool whose connections are all in use must not
+        # look like a dead server.
+        conn = host.probe
+        if conn is None or conn.is_closed():
+            host.probe = None
+            conn = await asyncpg.connect(
+                host.pool.url, timeout=self.health_timeout, **host.pool.connect_options()
+            )
+            host.probe = conn
+        try:
+            row = await conn.fetchrow(HEALTH_QUERY)
+        except BaseException:  # includes the cancellation of a check that timed out
+            host.probe = None
+            conn.terminate()
+            raise
+        if host.pool.pool is None:  # down when the cluster opened: open its pool now
             await host.pool.open()
-        async with host.pool.acquire() as conn:
-            return await conn.fetchrow(HEALTH_QUERY)
+        return row
 
     async def _check_replica(self, host: Host) -> None:
         try:
@@ -339,6 +356,9 @@ class DatabaseCluster:
         host.mark_up(row["in_recovery"], 0.0, None)
         if row["in_recovery"] or row["read_only"]:
             host.usable = False
+            if host.probe is not None:  # reconnect it too, to whichever host takes writes
+                host.probe.terminate()
+                host.probe = None
             await self._primary_read_only()
 
     def status(self) -> list[HostStatus]:

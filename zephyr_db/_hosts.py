@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import asyncpg
+
 from zephyr_core import mask_url
 from zephyr_db._pool import ConnectionPool, PoolStats
 
@@ -57,7 +59,7 @@ class HostStatus:
 class Host:
     """A server and its pool, with the state the health checks keep up to date."""
 
-    __slots__ = ("error", "in_recovery", "lag", "pool", "reads", "role", "up", "usable")
+    __slots__ = ("error", "in_recovery", "lag", "pool", "probe", "reads", "role", "up", "usable")
 
     def __init__(self, pool: ConnectionPool, role: str) -> None:
         self.pool = pool
@@ -68,6 +70,8 @@ class Host:
         self.lag: float | None = None
         self.error: str | None = None
         self.reads = 0
+        #: The health checks' own connection (outside the pool).
+        self.probe: asyncpg.Connection | None = None
 
     @property
     def in_use(self) -> int:

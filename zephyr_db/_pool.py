@@ -150,6 +150,11 @@ class ConnectionPool:
         except asyncpg.InterfaceError:  # the pool was terminated meanwhile (host gone)
             conn.terminate()
 
+    def connect_options(self) -> dict[str, Any]:
+        """The options of ``pool_config`` that apply to a single connection."""
+        keys = ("server_settings", "ssl", "statement_cache_size", "command_timeout")
+        return {key: self.config[key] for key in keys if key in self.config}
+
     def stats(self) -> PoolStats:
         """Open connections, those in use, waiting tasks, and the maximum."""
         pool = self.pool

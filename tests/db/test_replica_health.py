@@ -113,3 +113,16 @@ async def test_an_unreachable_primary_fails_open_with_the_password_masked() -> N
     with pytest.raises(DatabaseUnavailable) as raised:
         await cluster.open()
     assert "127.0.0.1" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+async def test_a_replica_whose_pool_is_all_in_use_stays_in_rotation(
+    servers: ReplicationSet,
+) -> None:
+    async with (
+        cluster_for(
+            servers, replicas=1, pool_config={"min_size": 1, "max_size": 1}, health_timeout=0.3
+        ) as cluster,
+        cluster.read(),
+    ):  # the replica's only connection is busy
+        await cluster.check_health()  # on its own connection: answers at once
+        assert cluster.status()[1].usable
