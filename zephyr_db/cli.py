@@ -2,8 +2,8 @@
 
 For each server: its role (primary, replica; what PostgreSQL itself reports), whether
 it answers, replication lag, and connection use: the server's connections to this
-database against ``max_connections`` (this process's own pool would say nothing about
-the app's). Exits 1 when the primary does not answer. Passwords are never printed.
+database against ``max_connections``, not counting this command's own (its pool would say
+nothing about the app's). Exits 1 when the primary does not answer. Passwords are never printed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from zephyr_core import get_settings
 from zephyr_db._cluster import DatabaseCluster
 from zephyr_db._hosts import Host
 
+_NAME = "zephyr db status"
 _CONNECTIONS = """
-SELECT count(*) FILTER (WHERE datname = current_database()) AS used,
+SELECT count(*) FILTER (WHERE datname = current_database() AND application_name <> $1) AS used,
        current_setting('max_connections')::int AS max
 FROM pg_catalog.pg_stat_activity
 """
@@ -30,7 +31,7 @@ async def _connections(host: Host) -> dict[str, int] | None:
         return None
     try:
         async with host.pool.acquire() as conn:
-            row = await conn.fetchrow(_CONNECTIONS)
+            row = await conn.fetchrow(_CONNECTIONS, _NAME)
     except Exception:  # it went down since the check: shown as down next time
         return None
     return {"used": row["used"], "max": row["max"]}
@@ -38,7 +39,12 @@ async def _connections(host: Host) -> dict[str, int] | None:
 
 async def _status(timeout: float) -> list[dict[str, Any]]:
     cluster = DatabaseCluster.from_settings(
-        pool_config={"min_size": 1, "max_size": 1, "timeout": timeout},
+        pool_config={
+            "min_size": 1,
+            "max_size": 1,
+            "timeout": timeout,
+            "server_settings": {"application_name": _NAME},  # not counted as the app's
+        },
         health_timeout=timeout,
         name="zephyr-db-status",
     )
@@ -93,7 +99,7 @@ def _table(report: list[dict[str, Any]]) -> None:
         table.add_row(
             entry["host"],
             entry["role"],
-            entry.get("server_role", "?"),
+            entry.get("server_role", "-"),
             state,
             "-" if lag is None else f"{lag:.2f}s",
             "-" if used is None else f"{used['used']}/{used['max']}",
