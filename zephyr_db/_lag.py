@@ -9,8 +9,10 @@ HEALTH_QUERY = """
 SELECT pg_catalog.pg_is_in_recovery() AS in_recovery,
        COALESCE(pg_catalog.pg_last_wal_receive_lsn() <= pg_catalog.pg_last_wal_replay_lsn(),
                 true) AS caught_up,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_stat_wal_receiver WHERE status = 'streaming')
-           AS streaming,
+       -- Without pg_read_all_stats a role sees the receiver's pid but a NULL status:
+       -- a receiver running then counts as streaming.
+       EXISTS (SELECT 1 FROM pg_catalog.pg_stat_wal_receiver
+               WHERE status IS NULL OR status = 'streaming') AS streaming,
        EXTRACT(EPOCH FROM pg_catalog.clock_timestamp()
                           - pg_catalog.pg_last_xact_replay_timestamp())::float8 AS since_replay,
        current_setting('transaction_read_only') = 'on' AS read_only

@@ -126,3 +126,24 @@ async def test_a_replica_whose_pool_is_all_in_use_stays_in_rotation(
     ):  # the replica's only connection is busy
         await cluster.check_health()  # on its own connection: answers at once
         assert cluster.status()[1].usable
+
+
+async def test_lag_is_read_by_an_ordinary_role_too(servers: ReplicationSet) -> None:
+    """pg_stat_wal_receiver hides its status from roles without pg_read_all_stats."""
+    create = "CREATE ROLE zephyr_app LOGIN"
+    servers.primary.psql(f"DO $$ BEGIN {create}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    servers.wait_replicated("SELECT count(*) FROM pg_roles WHERE rolname = 'zephyr_app'", "1")
+    # the last commit must be older than max_lag, or any reading would pass
+    age = "SELECT now() - pg_last_xact_replay_timestamp() > interval '0.5 s'"
+    servers.wait_replicated(age, "t")
+    replica = servers.replicas[0]
+    cluster = DatabaseCluster(
+        servers.url(servers.primary).replace("postgres@", "zephyr_app@"),
+        [servers.url(replica).replace("postgres@", "zephyr_app@")],
+        pool_config={"min_size": 1, "max_size": 2},
+        max_lag=0.5,
+    )
+    async with cluster:  # the primary is idle: a streaming replica is not behind
+        status = cluster.status()[1]
+        assert status.usable and status.lag == 0.0
+        assert await read_port(cluster) == replica.port
