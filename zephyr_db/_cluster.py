@@ -11,8 +11,9 @@ same in process: one asyncpg pool per server, and a router choosing among them.
   host that turned read-only is dropped, and with it the pool's idle connections.
 - ``read()`` is a replica chosen by ``strategy`` among the usable ones: up, and no
   more than ``max_lag`` seconds behind. One that refuses a connection is taken out
-  at once; a background task re-checks every replica each ``health_interval``
-  seconds and puts it back when it answers (and has caught up). With none usable,
+  at once; a background task re-checks every server each ``health_interval``
+  seconds, on a connection of its own outside the pools, and puts a replica back
+  when it answers (and has caught up). With none usable,
   reads go to the primary (``fallback="primary"``) or raise :class:`NoHealthyReplica`.
 - Read-your-writes: see :mod:`zephyr_db._consistency`.
 """

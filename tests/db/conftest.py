@@ -13,7 +13,7 @@ from tests.servers import need, wait_until
 @pytest.fixture(scope="session")
 def replicated() -> Iterator[ReplicationSet]:
     """A primary and two streaming replicas. A test that stops, pauses or fences one
-    restores it before it ends (``restored`` below checks that)."""
+    restores it before it ends (the ``servers`` fixture below checks that)."""
     need(available(), "PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup)")
     servers = started(2)
     yield servers
