@@ -93,10 +93,16 @@ async def test_a_replica_behind_max_lag_is_skipped_until_it_catches_up(
 
 
 async def test_a_replica_killed_under_a_read_is_taken_out_and_the_next_read_moves(
-    servers: ReplicationSet,
+    servers: ReplicationSet, caplog: pytest.LogCaptureFixture
 ) -> None:
     replica = servers.replicas[0]
-    async with cluster_for(servers, replicas=1, health_interval=60) as cluster:
+    cluster = DatabaseCluster(  # trust authentication ignores the password
+        servers.url(servers.primary).replace("postgres@", "postgres:hunter2@"),
+        [servers.url(replica).replace("postgres@", "postgres:hunter2@")],
+        pool_config={"min_size": 1, "max_size": 2},
+        health_interval=60,
+    )
+    async with cluster:
         with pytest.raises(Exception) as raised:  # a query in flight fails: asyncpg's error
             async with cluster.read() as conn:
                 await asyncio.to_thread(replica.stop, "immediate")
@@ -104,6 +110,7 @@ async def test_a_replica_killed_under_a_read_is_taken_out_and_the_next_read_move
         assert not isinstance(raised.value, AssertionError)
         assert not cluster.status()[1].usable  # taken out at once, not at the next check
         assert await read_port(cluster) == servers.primary.port
+    assert "taken out of rotation" in caplog.text and "hunter2" not in caplog.text
 
 
 async def test_an_unreachable_primary_fails_open_with_the_password_masked() -> None:
