@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-PACKAGES = ("zephyr_core", "zephyr_celery", "zephyr_cache")
+PACKAGES = ("zephyr_core", "zephyr_celery", "zephyr_cache", "zephyr_db")
 HEADING = "Private internals used:"
 ITEM = re.compile(r"^\s*-\s+``([A-Za-z_][\w.]*)``")
 

@@ -120,7 +120,9 @@ class HealthApp:
 
         ready, results = await self._check()
         body = {
-            "status": "ok" if ready else "degraded",
+            "status": "ok"
+            if ready and not any("degraded" in r for r in results.values())
+            else "degraded",
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started, 1),
             "checks": results,

@@ -1,6 +1,8 @@
 """Readiness checks: a registry each package adds to, and the built-in Redis probe.
 
-A check is an async callable that returns on success and raises on failure. Packages
+A check is an async callable that returns on success and raises on failure; one that
+returns a non-empty string passes degraded (the string, shown as ``"degraded"``, says
+which part is down). Packages
 register theirs with :func:`register_check` (at import) or through the
 ``zephyr.health`` entry-point group (a callable taking Settings and returning checks),
 so ``zephyr_core`` never imports them.
@@ -97,14 +99,17 @@ def checks_for(settings: Settings) -> list[ReadinessCheck]:
     for url in redis_urls:
         name = "redis" if len(redis_urls) == 1 else "redis@{}:{}".format(*host_port(url))
         checks.append(ReadinessCheck(name, redis_probe(url)))
-    if settings.DATABASE_URL:
-        checks.append(ReadinessCheck("database", database_probe(settings.DATABASE_URL)))
+    provided: list[ReadinessCheck] = []
     for entry in entry_points(group="zephyr.health"):
         try:
             provider: Callable[[Settings], Iterable[ReadinessCheck]] = entry.load()
         except ImportError:  # that package's extra is not installed
             continue
-        checks.extend(provider(settings))
+        provided.extend(provider(settings))
+    # zephyr_db's provider checks the primary and replicas: it replaces the plain probe.
+    if settings.DATABASE_URL and not any(check.name == "database" for check in provided):
+        checks.append(ReadinessCheck("database", database_probe(settings.DATABASE_URL)))
+    checks.extend(provided)
     checks.extend(_registered.values())
     return checks
 
@@ -115,7 +120,7 @@ async def run_checks(checks: Iterable[ReadinessCheck]) -> dict[str, dict[str, An
     async def one(check: ReadinessCheck) -> tuple[str, dict[str, Any]]:
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(check.probe(), check.timeout)
+            outcome = await asyncio.wait_for(check.probe(), check.timeout)
         except Exception as exc:
             reason = (
                 f"timed out after {check.timeout:g}s"
@@ -123,7 +128,10 @@ async def run_checks(checks: Iterable[ReadinessCheck]) -> dict[str, dict[str, An
                 else mask_url(f"{type(exc).__name__}: {exc}")
             )
             return check.name, {"ok": False, "ms": _ms(started), "error": reason}
-        return check.name, {"ok": True, "ms": _ms(started)}
+        result: dict[str, Any] = {"ok": True, "ms": _ms(started)}
+        if isinstance(outcome, str) and outcome:  # passing, with a part down
+            result["degraded"] = mask_url(outcome)
+        return check.name, result
 
     return dict(await asyncio.gather(*(one(check) for check in checks)))
 

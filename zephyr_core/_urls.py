@@ -89,7 +89,20 @@ def amqp_url_problem(url: str) -> str | None:
 
 
 def postgres_url_problem(url: str) -> str | None:
-    """Say what is wrong with a PostgreSQL URL, or return ``None`` when it is usable."""
+    """Say what is wrong with a PostgreSQL URL, or return ``None`` when it is usable.
+
+    libpq's multi-host form (``postgresql://user@h1:5432,h2:5432/db``) is checked host
+    by host.
+    """
+    head, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    netloc = tail.split("/", 1)[0].split("?", 1)[0]
+    if sep and "," in netloc:
+        after = tail[len(netloc) :]
+        for entry in netloc.split(","):
+            if problem := postgres_url_problem(f"{head}{sep}{userinfo}{at}{entry}{after}"):
+                return problem
+        return None
     if problem := _parse_problem(url):
         return problem
     parts = urlsplit(url)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
 
+from examples.shop.customers import close_store, open_store
 from examples.shop.jobs import router as jobs_router
 from examples.shop.profiles import router as profiles_router
 from zephyr_cache import close_caches
@@ -18,8 +19,12 @@ from zephyr_cache import close_caches
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    await close_caches()  # flush the last cache counters to Redis
+    await open_store()  # the customers' database cluster, when DATABASE_URL is set
+    try:
+        yield
+    finally:
+        await close_store()
+        await close_caches()  # flush the last cache counters to Redis
 
 
 app = FastAPI(title="zephyr shop example", lifespan=lifespan)

@@ -3,7 +3,9 @@
 ``app.include_router(router)`` adds ``GET /profiles/{customer_id}`` (cached for five
 minutes in the "default" cache: Redis at CACHE_URL unless the app calls
 ``zephyr_cache.configure``) and ``PUT /profiles/{customer_id}``, which updates the
-profile and drops every cached entry for that customer, in every process.
+profile and drops every cached entry for that customer, in every process. Customers
+live in examples/shop/customers.py: PostgreSQL through a zephyr_db cluster when
+DATABASE_URL is set, a dict otherwise.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
+from examples.shop.customers import CUSTOMERS as CUSTOMERS  # the stand-in store
+from examples.shop.customers import get_customer, update_customer
 from zephyr_cache import CacheGroup
 
 router = APIRouter(prefix="/profiles", tags=["profiles"])
 
 profile_cache = CacheGroup("profile")
 
-# Stands in for the database; LOADS counts how often it is really read.
-CUSTOMERS: dict[int, dict[str, object]] = {
-    1: {"id": 1, "name": "Ada", "city": "London"},
-    2: {"id": 2, "name": "Grace", "city": "Arlington"},
-}
+# LOADS counts how often the store is really read.
 LOADS = {"count": 0}
 
 
@@ -34,8 +34,7 @@ class ProfileUpdate(BaseModel):
 async def load_profile(customer_id: int) -> dict[str, object] | None:
     """Read a customer's profile (the slow part the cache saves)."""
     LOADS["count"] += 1
-    customer = CUSTOMERS.get(customer_id)
-    return dict(customer) if customer else None
+    return await get_customer(customer_id)
 
 
 @router.get("/{customer_id}")
@@ -48,8 +47,11 @@ async def get_profile(customer_id: int) -> dict[str, object]:
 
 @router.put("/{customer_id}")
 async def update_profile(customer_id: int, update: ProfileUpdate) -> dict[str, object]:
-    if customer_id not in CUSTOMERS:
+    customer = await update_customer(customer_id, update.name, update.city)
+    if customer is None:
         raise HTTPException(status_code=404, detail=f"no customer {customer_id}")
-    CUSTOMERS[customer_id] = {"id": customer_id, **update.model_dump()}
     await profile_cache.invalidate(customer_id)  # every process drops it
-    return CUSTOMERS[customer_id]
+    # Cache the new profile from here: this task just wrote, so it reads the primary
+    # (a replica may not have the update yet, and a stale read would stay cached).
+    await load_profile.warm_cache(customer_id)
+    return customer
