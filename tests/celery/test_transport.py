@@ -62,9 +62,14 @@ def publish(conn: kombu.Connection, queue: kombu.Queue, body: Any, **kwargs: Any
 
 
 def drain(
-    conn: kombu.Connection, queues: list[kombu.Queue], count: int, prefetch: int | None = None
+    conn: kombu.Connection,
+    queues: list[kombu.Queue],
+    count: int,
+    prefetch: int | None = None,
+    timeout: float = 10,
 ) -> list[Any]:
-    """Consume ``count`` messages through the event-driven path; ack each."""
+    """Consume ``count`` messages through the event-driven path (``timeout`` s at
+    most); ack each."""
     bodies: list[Any] = []
 
     def on_message(body: Any, message: Any) -> None:
@@ -74,7 +79,7 @@ def drain(
     with conn.Consumer(queues, callbacks=[on_message]) as consumer:
         if prefetch is not None:
             consumer.qos(prefetch_count=prefetch)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while len(bodies) < count and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=0.5)
@@ -253,7 +258,8 @@ def test_a_close_after_the_connection_was_released_keeps_held_messages(
     """After a broker failure Celery may close a channel whose kombu connection is
     already released: kombu's restore then raised AttributeError, which Celery
     treats as unrecoverable and the worker exited. The held message stays recorded,
-    and the next channel to that Redis puts it back at its first poll."""
+    and the next channel to that Redis puts it back at its first poll (nothing holds
+    the message any more: nothing can acknowledge it)."""
     queue = kombu.Queue("orphaned")
     conn = connection(redis_url)
     try:
@@ -267,6 +273,7 @@ def test_a_close_after_the_connection_was_released_keeps_held_messages(
         conn.client = None
     assert client.llen("orphaned") == 0
     assert client.hlen("unacked") == 1
+    del held  # the consumer dropped it
     with connection(redis_url) as again:
         assert drain(again, [queue], 1) == [1]
     assert client.hlen("unacked") == 0
@@ -307,7 +314,8 @@ def test_what_a_channel_held_when_redis_died_is_back_at_the_next_first_poll(
 ) -> None:
     """Redis crashes while a consumer holds messages: kombu's restore as the channel
     closes fails, and they would wait in ``unacked`` for the visibility timeout (an
-    hour here). The channel the consumer reconnects with puts them back at once."""
+    hour here). The channel the consumer reconnects with puts back at once those
+    the consumer dropped (Celery drops the prefetched jobs no process took)."""
     server, plain = crashing_redis
     url = server.url(0)
     queue = kombu.Queue("stranded")
@@ -319,6 +327,7 @@ def test_what_a_channel_held_when_redis_died_is_back_at_the_next_first_poll(
         assert [m.payload for m in held if m is not None] == [0, 1]
         server.kill()
         channel.close()  # Redis is gone: nothing can be put back now
+        del held
     server.start()
     assert plain.hlen("unacked") == 2, "appendfsync always kept the unacked records"
     with connection(url, visibility_timeout=3600) as conn:
@@ -343,10 +352,41 @@ def test_an_ack_on_the_closed_channel_is_sent_by_the_next_one(
         server.kill()
         channel.close()
         done.ack()
+        del done, not_done  # the consumer dropped the other one
     server.start()
     with connection(url, visibility_timeout=3600) as conn:
         assert drain(conn, [queue], 2) == ["not done"]
     assert plain.hlen("unacked") == 0 and plain.llen("finished-offline") == 0
+
+
+def test_a_message_still_held_after_the_reconnection_is_kept_until_its_ack(
+    crashing_redis: tuple[Any, redis.Redis],
+) -> None:
+    """A job still running (or queued in the threads pool) when the consumer
+    reconnects is not handed out again: its message stays unacked, refreshed by the
+    new channel, until its acknowledgement arrives on the closed channel. Should
+    the consumer drop it unacknowledged, it goes back to its queue."""
+    server, plain = crashing_redis
+    url = server.url(0)
+    queue = kombu.Queue("still-running")
+    with connection(url, visibility_timeout=3600) as conn:
+        publish(conn, queue, "running")
+        publish(conn, queue, "dropped later")
+        channel = conn.channel()
+        running, dropped = queue(channel).get(), queue(channel).get()
+        assert running is not None and dropped is not None
+        server.kill()
+        channel.close()
+    server.start()
+    with connection(url, visibility_timeout=3600) as conn:
+        assert drain(conn, [queue], 1, timeout=1) == []  # both still held: kept
+        assert plain.hlen("unacked") == 2
+        running.ack()
+        del dropped
+        # The heartbeat sees "dropped" is gone: back to its queue, then delivered.
+        conn.default_channel.connection.refresh_unacked()
+        assert drain(conn, [queue], 1) == ["dropped later"]
+    assert plain.hlen("unacked") == 0 and plain.llen("still-running") == 0
 
 
 def test_a_pop_whose_reply_was_lost_is_found_by_its_score(

@@ -8,31 +8,34 @@ for an hour. The closing channel writes them down here instead, in memory, per
 process and per Redis server; the next channel the process opens to that server
 (the worker's consumer reconnecting) takes them over at its first poll:
 
-- a message Celery will still run is *adopted*: one it runs (the worker does not
-  terminate running jobs on a connection loss), or had handed to its pool when the
-  connection dropped (the threads pool queues every prefetched job in its executor,
-  and runs them all); the new channel refreshes its unacked timestamp like its own,
-  so the visibility timeout keeps protecting it, and its acknowledgement, which
-  arrives on the closed channel, is forwarded to Redis;
-- every other one (prefetched and dropped by Celery, as the prefork pool drops the
-  jobs still waiting for a free process, or finished with a requeue) goes back to
-  the head of its queue at once;
+- a message Celery will still run is *adopted*: the new channel refreshes its unacked
+  timestamp like its own, so the visibility timeout keeps protecting it, and its
+  acknowledgement, which arrives on the closed channel, is forwarded to Redis;
+- every other one goes back to the head of its queue at once (and one finished with
+  a requeue);
 - so do the messages of a pop whose reply the connection lost: the pop recorded them
   as unacked with its own timestamp as their score, which finds them.
 
-What Celery runs is read from its worker state (only once Celery's worker module is
-loaded): ``active_requests`` and ``reserved_requests``, each request's ``message``.
+Which messages Celery will still run: those it still holds, once it has dealt with
+the connection loss. It keeps the jobs it runs (the worker does not terminate them
+on Redis), what a pool already holds (the threads pool queues every prefetched job
+in its executor, and runs them all) and the acknowledgements it has scheduled on its
+event loop; it drops the rest (the prefork pool discards the jobs no process has
+accepted yet), and a message nobody holds is freed. So the record keeps only a weak
+reference to each kombu message: alive, Celery may still run or acknowledge it;
+freed, it can do neither, and the message goes back to its queue (at once when the
+next channel takes over; for an adopted one, at the next heartbeat).
 
-Private internals used:
-
-- ``celery.worker.request.Request._apply_result``
+Private internals used: none.
 """
 
 from __future__ import annotations
 
-import sys
+import gc
 import threading
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from zephyr_core._background import current_pid
 
@@ -45,8 +48,6 @@ class Work:
     """What the next channel has to do, taken out of a :class:`Stranded` in one go."""
 
     held: set[str] = field(default_factory=set)
-    #: Of ``held``: those Celery runs or had handed to its pool when they were held.
-    handed: set[str] = field(default_factory=set)
     removals: list[str] = field(default_factory=list)
     requeues: list[str] = field(default_factory=list)
     pop_scores: list[str] = field(default_factory=list)
@@ -66,16 +67,17 @@ class Stranded:
         self._lock = threading.Lock()
         self._work = Work()
         self._adopted: set[str] = set()
+        # The kombu message of a held or adopted tag, while anything holds it.
+        self._messages: dict[str, weakref.ref[Any]] = {}
         #: Whether there is anything to take over (read without the lock: a hint).
         self.pending = False
 
-    def strand(self, tags: set[str]) -> None:
-        """Messages a closing channel held and could not put back."""
-        if tags:
-            handed = tags & celery_tags()
+    def strand(self, held: dict[str, Any]) -> None:
+        """Messages (by delivery tag) a closing channel held and could not put back."""
+        if held:
             with self._lock:
-                self._work.held |= tags
-                self._work.handed |= handed
+                self._work.held |= set(held)
+                self._messages.update((tag, weakref.ref(held[tag])) for tag in held)
                 self.pending = True
 
     def lost_pop(self, score: str) -> None:
@@ -95,9 +97,9 @@ class Stranded:
                 self._adopted.discard(tag)
             elif tag in self._work.held:
                 self._work.held.discard(tag)
-                self._work.handed.discard(tag)
             else:
                 return False
+            self._messages.pop(tag, None)
             (self._work.requeues if requeue else self._work.removals).append(tag)
             self.pending = True
             return True
@@ -116,31 +118,46 @@ class Stranded:
             self.pending = False
             return work
 
-    def take_removals(self) -> list[str]:
-        """Only the forwarded acknowledgements (cheap: they ride along with a pop)."""
-        with self._lock:
-            removals, self._work.removals = self._work.removals, []
-            self.pending = bool(self._work)
-            return removals
-
     def give_back(self, work: Work) -> None:
         """Work a channel could not finish (Redis went away again): for the next one."""
         with self._lock:
             self._work.held |= work.held
-            self._work.handed |= work.handed
             self._work.removals += work.removals
             self._work.requeues += work.requeues
             self._work.pop_scores += work.pop_scores
             self.pending = bool(self._work)
 
+    def still_held(self, tags: set[str]) -> set[str]:
+        """Of ``tags``, those whose message something still holds: Celery's, still."""
+        with self._lock:
+            refs = {tag: self._messages.get(tag) for tag in tags}
+        if any(ref is not None and ref() is not None for ref in refs.values()):
+            gc.collect()  # a dropped message kept only by a reference cycle is not held
+        alive = {tag for tag, ref in refs.items() if ref is not None and ref() is not None}
+        with self._lock:
+            for tag in tags - alive:
+                self._messages.pop(tag, None)
+        return alive
+
     def adopt(self, tags: set[str]) -> None:
-        """Messages still running: refreshed by the new channel, acks forwarded."""
+        """Messages Celery will still run: refreshed by the new channel, acks forwarded."""
         with self._lock:
             self._adopted |= tags
 
     def adopted(self) -> list[str]:
-        """The adopted messages: kept until Celery acknowledges or rejects them."""
+        """The adopted messages, once those Celery dropped are handed back for a restore.
+
+        Celery acknowledges or rejects every message it runs, holding it until then;
+        one it dropped can do neither, and refreshing it would keep it from running.
+        """
         with self._lock:
+            for tag in list(self._adopted):
+                ref = self._messages.get(tag)
+                if ref is None or ref() is None:
+                    self._adopted.discard(tag)
+                    self._messages.pop(tag, None)
+                    self._work.held.add(tag)
+                    self.pending = True
             return list(self._adopted)
 
 
@@ -156,23 +173,3 @@ def stranded_for(server: tuple[str, int, str, str, str]) -> Stranded:
         if record is None:
             record = _records[key] = Stranded()
         return record
-
-
-def celery_tags() -> set[str]:
-    """Delivery tags of the messages this process's Celery worker will still run.
-
-    The jobs it runs, and those it has handed to its pool (which runs them even
-    after the connection they came on is gone). Empty outside a worker (Celery's
-    worker state is not even imported there).
-    """
-    state = sys.modules.get("celery.worker.state")
-    if state is None:
-        return set()
-    active = tuple(state.active_requests)
-    handed = [r for r in tuple(state.reserved_requests) if r._apply_result is not None]
-    tags: set[str] = set()
-    for request in (*active, *handed):
-        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
-        if isinstance(tag, str):
-            tags.add(tag)
-    return tags

@@ -76,7 +76,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
-from zephyr_celery._redis.stranded import Stranded, Work, celery_tags, stranded_for
+from zephyr_celery._redis.stranded import Stranded, Work, stranded_for
 from zephyr_core import ConfigError
 from zephyr_core._background import current_pid
 
@@ -217,33 +217,38 @@ class QoS(kombu_redis.QoS):
         """
         # Last delivered first: pushed back one by one at the head of their queues,
         # the first delivered ends up first again.
-        held = [tag for tag in reversed(self._delivered) if tag not in self._dirty]
+        messages = dict(self._delivered)
+        held = [tag for tag in reversed(messages) if tag not in self._dirty]
         self._delivered.clear()
         if not held:
             return
         stranded = self.channel.stranded
         if self.channel.released():
-            stranded.strand(set(held))
+            stranded.strand({tag: messages[tag] for tag in held})
             return
-        done = 0
+        done, failure = 0, ""
         try:
             with self.channel.conn_or_acquire(client) as redis_client:
                 for tag in held:
                     self.restore_by_tag(tag, client=redis_client)
                     done += 1
         except self.channel.connection_errors as exc:
-            stranded.strand(set(held[done:]))
-            logger.warning(
-                "Redis unreachable (%s): the %d jobs this worker holds are sorted out "
-                "when it reconnects",
-                exc,
-                len(held) - done,
-            )
+            # Only its text: the error's traceback holds this frame, and with it
+            # the messages, which must be freed once nothing else holds them.
+            failure = str(exc)
         finally:
             if self.channel._closing:
                 # kombu's close dropped its pools before restoring: drop the one
                 # the restore opened, so no connection outlives the channel.
                 self.channel._disconnect_pools()
+        if done < len(held):
+            stranded.strand({tag: messages[tag] for tag in held[done:]})
+            logger.warning(
+                "Redis unreachable (%s): the %d jobs this worker holds are sorted out "
+                "when it reconnects",
+                failure,
+                len(held) - done,
+            )
 
     def ack(self, delivery_tag: str) -> None:
         if self.channel.released():
@@ -291,7 +296,8 @@ class QoS(kombu_redis.QoS):
         another connection failure is simply handed back and done again.
 
         Returns:
-            The tags adopted: still running, kept unacked and refreshed from now on.
+            The tags adopted (Celery still runs or holds them): kept unacked, and
+            refreshed from now on.
         """
         if work.removals:
             pipe = client.pipeline(transaction=False)
@@ -302,7 +308,7 @@ class QoS(kombu_redis.QoS):
         for score in work.pop_scores:
             found = client.zrange(self.unacked_index_key, score, score, byscore=True)
             lost.update(bytes_to_str(tag) for tag in found)
-        adopted = work.held & (work.handed | celery_tags())
+        adopted: set[str] = self.channel.stranded.still_held(work.held)
         if adopted:
             client.zadd(self.unacked_index_key, dict.fromkeys(adopted, time()), xx=True)
         for tag in work.requeues:
