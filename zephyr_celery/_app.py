@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery
 
 from zephyr_celery._broker import broker_settings
-from zephyr_celery._redis.backend import BACKEND_ALIASES
 from zephyr_celery._heartbeat import Heartbeat
+from zephyr_celery._redis.backend import BACKEND_ALIASES
 from zephyr_celery._serializers import SerializerGuard, check_serializers
 from zephyr_core import Settings, get_settings
 

@@ -36,7 +36,12 @@ MATRIX: dict[str, dict[str, Any]] = {
         "redis": {"url": "redis://redis.prod.svc:6379"},
         "worker": {
             "queues": ["celery", "mail"],
-            "autoscaling": {"enabled": True, "type": "keda", "minReplicas": 0, "passwordKey": "REDIS_PASSWORD"},
+            "autoscaling": {
+                "enabled": True,
+                "type": "keda",
+                "minReplicas": 0,
+                "passwordKey": "REDIS_PASSWORD",
+            },
         },
     },
     "flower": {**BASE, **JOBS, "flower": {"enabled": True}},
@@ -48,8 +53,14 @@ MATRIX: dict[str, dict[str, Any]] = {
     "existing-secret": {**BASE, **JOBS},
     "built-in-redis": {**BASE, "jobs": "shop.jobs", "redis": {"enabled": True}},
     "no-network-policy": {**BASE, **JOBS, "networkPolicy": {"enabled": False}},
-    "service-monitor": {**BASE, "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}}},
-    "digest": {**BASE, "image": {"repository": "ghcr.io/acme/shop", "digest": "sha256:" + "ab" * 32}},
+    "service-monitor": {
+        **BASE,
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
+    },
+    "digest": {
+        **BASE,
+        "image": {"repository": "ghcr.io/acme/shop", "digest": "sha256:" + "ab" * 32},
+    },
     "everything": {
         **BASE,
         **JOBS,
@@ -71,12 +82,18 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"autoscaling": {"minReplicas": 9, "maxReplicas": 4}},
         ("autoscaling.minReplicas (9)", "autoscaling.maxReplicas (4)"),
     ),
-    "negative memory": ({"resources": {"limits": {"memory": "-1Gi"}}}, ("resources.limits.memory", "-1Gi")),
+    "negative memory": (
+        {"resources": {"limits": {"memory": "-1Gi"}}},
+        ("resources.limits.memory", "-1Gi"),
+    ),
     "unknown key": ({"replicas": 3}, ("replicas", "not allowed")),
     "latest tag": ({"image": {"tag": "latest"}}, ("image.tag", "latest")),
     "bad digest": ({"image": {"digest": "md5:abc"}}, ("image.digest", "md5:abc")),
     "password in redis.url": ({"redis": {"url": "redis://:pw@host:6379"}}, ("redis.url",)),
-    "flower without login": ({"jobs": "shop.jobs", "flower": {"enabled": True}}, ("flower.enabled", "login")),
+    "flower without login": (
+        {"jobs": "shop.jobs", "flower": {"enabled": True}},
+        ("flower.enabled", "login"),
+    ),
     "worker min above max": (
         {"jobs": "shop.jobs", "worker": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
         ("worker.autoscaling.minReplicas (5)",),
@@ -85,5 +102,8 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"jobs": "shop.jobs", "worker": {"autoscaling": {"enabled": True}}},
         ("keda", "redis.url"),
     ),
-    "short grace period": ({"worker": {"terminationGracePeriodSeconds": 5}}, ("terminationGracePeriodSeconds",)),
+    "short grace period": (
+        {"worker": {"terminationGracePeriodSeconds": 5}},
+        ("terminationGracePeriodSeconds",),
+    ),
 }

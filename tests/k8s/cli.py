@@ -8,7 +8,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-_PREFIXES = ("JOB_", "CACHE_", "ZEPHYR_", "CONTAINER_", "DATABASE_", "K8S_", "AUTOSCALING_", "KUBECONFIG")
+_PREFIXES = (
+    "JOB_",
+    "CACHE_",
+    "ZEPHYR_",
+    "CONTAINER_",
+    "DATABASE_",
+    "K8S_",
+    "AUTOSCALING_",
+    "KUBECONFIG",
+)
 
 
 @dataclass
@@ -19,7 +28,11 @@ class Result:
 
 
 def zephyr(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES) and k != "FLOWER_BASIC_AUTH"}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_PREFIXES) and k != "FLOWER_BASIC_AUTH"
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "zephyr_core", *args],
         cwd=cwd, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout,

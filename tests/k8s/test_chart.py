@@ -58,14 +58,20 @@ def crd_schema(kind: str) -> dict[str, Any]:
 
 def test_the_repository_keeps_one_copy_of_the_chart() -> None:
     assert chart_dir() == CHART
-    copies = [p.parent for p in REPO.rglob("Chart.yaml") if ".venv" not in p.parts and "build" not in p.parts]
+    copies = [
+        p.parent
+        for p in REPO.rglob("Chart.yaml")
+        if ".venv" not in p.parts and "build" not in p.parts
+    ]
     assert copies == [CHART]
 
 
 @pytest.mark.parametrize("kube", KUBE_VERSIONS)
 @pytest.mark.parametrize("case", sorted(MATRIX))
 def test_lints_clean_under_strict(case: str, kube: str) -> None:
-    report = helm_python.lint(CHART, MATRIX[case], strict=True, kube_version=f"v{kube}", namespace=NAMESPACE)
+    report = helm_python.lint(
+        CHART, MATRIX[case], strict=True, kube_version=f"v{kube}", namespace=NAMESPACE
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert problems == [] and report["errors"] == []
 
@@ -184,7 +190,10 @@ def test_secrets_are_mounted_files_read_through_secrets_dir_never_environment() 
         for body in rendered(case):
             if body["kind"] == "ConfigMap":
                 assert "@" not in json.dumps(body["data"])
-            if body["kind"] not in WORKLOADS or body["metadata"]["labels"]["app.kubernetes.io/component"] == "redis":
+            if (
+                body["kind"] not in WORKLOADS
+                or body["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+            ):
                 continue
             pod = body["spec"]["template"]["spec"]
             (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
@@ -198,7 +207,10 @@ def test_secrets_are_mounted_files_read_through_secrets_dir_never_environment() 
     flower = deployment("flower-own-secret", "flower")["spec"]["template"]["spec"]
     (volume,) = [v for v in flower["volumes"] if v["name"] == "secrets"]
     (source,) = volume["projected"]["sources"]
-    assert source["secret"] == {"name": "flower-login", "items": [{"key": "auth", "path": "FLOWER_BASIC_AUTH"}]}
+    assert source["secret"] == {
+        "name": "flower-login",
+        "items": [{"key": "auth", "path": "FLOWER_BASIC_AUTH"}],
+    }
 
 
 def test_a_config_change_rolls_the_pods() -> None:
@@ -214,7 +226,10 @@ def test_a_config_change_rolls_the_pods() -> None:
 
 
 def test_network_policies_open_the_web_port_flower_to_the_namespace_and_nothing_else() -> None:
-    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p["spec"] for p in by_kind("everything", "NetworkPolicy")}
+    policies = {
+        p["metadata"]["labels"]["app.kubernetes.io/component"]: p["spec"]
+        for p in by_kind("everything", "NetworkPolicy")
+    }
     assert set(policies) == {"web", "worker", "beat", "flower", "redis"}
     assert policies["web"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
     assert policies["flower"]["ingress"][0]["from"] == [{"podSelector": {}}]
@@ -242,7 +257,9 @@ def test_keda_scales_workers_on_every_priority_list_of_each_queue() -> None:
     assert scaled["spec"]["minReplicaCount"] == 0
     assert scaled["spec"]["scaleTargetRef"]["name"] == "shop-zephyr-app-worker"
     (auth,) = by_kind("keda", "TriggerAuthentication")
-    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "shop-env", "key": "REDIS_PASSWORD"}]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "shop-env", "key": "REDIS_PASSWORD"}
+    ]
     worker = deployment("keda", "worker")
     assert "replicas" not in worker["spec"]  # KEDA's HPA owns the count
 
@@ -271,6 +288,18 @@ def test_the_schema_rejects_unknown_keys_at_every_level() -> None:
 
 
 def test_notes_say_how_to_reach_the_app_and_flower() -> None:
-    notes = render_text(MATRIX["flower"], release=RELEASE, namespace=NAMESPACE)["zephyr-app/templates/NOTES.txt"]
+    notes = render_text(MATRIX["flower"], release=RELEASE, namespace=NAMESPACE)[
+        "zephyr-app/templates/NOTES.txt"
+    ]
     assert "port-forward service/shop-zephyr-app 8000:80" in notes
     assert "port-forward service/shop-zephyr-app-flower 5555:5555" in notes
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_kind_and_name_read_from_the_text_match_the_parsed_object(case: str) -> None:
+    """generate reads them without parsing the YAML: they must agree with a parse."""
+    manifests = render(MATRIX[case], release=RELEASE, namespace=NAMESPACE)
+    assert len(manifests) == len([b for b in rendered(case) if b["kind"] != "Pod"])
+    for manifest in manifests:
+        kind, name = manifest._kind, manifest._name  # read from the text, not parsed
+        assert (kind, name) == (manifest.body["kind"], manifest.body["metadata"]["name"])

@@ -64,9 +64,14 @@ def test_generate_renders_the_chart_from_settings(project: Path) -> None:
     assert web["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
     (hpa,) = [b for b in bodies if b["kind"] == "HorizontalPodAutoscaler"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 20)
-    assert [m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]] == [70, 80]
+    assert [m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]] == [
+        70,
+        80,
+    ]
     assert "--concurrency" in by_name["worker"]["command"]
-    assert by_name["worker"]["command"][by_name["worker"]["command"].index("--concurrency") + 1] == "6"
+    assert (
+        by_name["worker"]["command"][by_name["worker"]["command"].index("--concurrency") + 1] == "6"
+    )
     for body in bodies:
         if body["apiVersion"] != "keda.sh/v1alpha1":
             kubernetes_validate.validate(body, "1.31.0", strict=True)
@@ -75,10 +80,24 @@ def test_generate_renders_the_chart_from_settings(project: Path) -> None:
 def test_the_chart_runs_the_process_list_of_zephyr_up_and_compose(project: Path) -> None:
     """generate passes the list's commands; the chart's own defaults (helm install) agree."""
     expected = {p.name: p for p in container_processes("shop.main:app", "shop.jobs")}
-    generated = zephyr("k8s", "generate", "--set", "flower.enabled=true", "--set", "existingSecret=s", cwd=project, env=ENV)
+    generated = zephyr(
+        "k8s",
+        "generate",
+        "--set",
+        "flower.enabled=true",
+        "--set",
+        "existingSecret=s",
+        cwd=project,
+        env=ENV,
+    )
     assert generated.code == 0, generated.err
     plain = render(
-        {"app": "shop.main:app", "jobs": "shop.jobs", "existingSecret": "s", "flower": {"enabled": True}},
+        {
+            "app": "shop.main:app",
+            "jobs": "shop.jobs",
+            "existingSecret": "s",
+            "flower": {"enabled": True},
+        },
         release=RELEASE,
         namespace=NAMESPACE,
     )
@@ -92,21 +111,31 @@ def test_the_chart_runs_the_process_list_of_zephyr_up_and_compose(project: Path)
             ports = [p["containerPort"] for p in by_name[name].get("ports", [])]
             assert ports == ([process.port] if process.port else []), name
         grace = {
-            b["spec"]["template"]["spec"]["containers"][0]["name"]: b["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            b["spec"]["template"]["spec"]["containers"][0]["name"]: b["spec"]["template"]["spec"][
+                "terminationGracePeriodSeconds"
+            ]
             for b in (objects(generated.out))
             if b["kind"] == "Deployment"
         }
         assert grace["worker"] == expected["worker"].stop_grace
 
 
-def test_output_folder_holds_one_file_per_object_in_apply_order(project: Path, tmp_path: Path) -> None:
+def test_output_folder_holds_one_file_per_object_in_apply_order(
+    project: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "manifests"
-    result = zephyr("k8s", "generate", "-o", str(out), "--set", "redis.enabled=true", cwd=project, env=ENV)
+    result = zephyr(
+        "k8s", "generate", "-o", str(out), "--set", "redis.enabled=true", cwd=project, env=ENV
+    )
     assert result.code == 0, result.err
     files = sorted(out.glob("*.yaml"))
     kinds = [yaml.safe_load(f.read_text())["kind"] for f in files]
     assert kinds == sorted(kinds, key=APPLY_ORDER.index)
-    assert kinds.index("ConfigMap") < kinds.index("Deployment") < kinds.index("HorizontalPodAutoscaler")
+    assert (
+        kinds.index("ConfigMap")
+        < kinds.index("Deployment")
+        < kinds.index("HorizontalPodAutoscaler")
+    )
     assert f"wrote {len(files)} objects" in result.err
     # Run again with fewer objects: no stale file is left behind.
     again = zephyr("k8s", "generate", "-o", str(out), cwd=project, env=ENV)
@@ -123,7 +152,11 @@ def test_output_folder_holds_one_file_per_object_in_apply_order(project: Path, t
         ({"CONTAINER_TAG": "latest"}, (), ("CONTAINER_TAG", "latest")),
         ({}, ("--set", "replicaCount=three"), ("replicaCount", "string")),
         ({}, ("--set", "nope"), ("--set", "KEY=VALUE")),
-        ({}, ("--set", "worker.autoscaling.minReplicas=11"), ("worker.autoscaling.minReplicas (11)",)),
+        (
+            {},
+            ("--set", "worker.autoscaling.minReplicas=11"),
+            ("worker.autoscaling.minReplicas (11)",),
+        ),
         ({"ZEPHYR_APP": "shop"}, (), ("ZEPHYR_APP", "shop")),
     ],
 )

@@ -63,4 +63,3 @@ def test_a_running_worker_keeps_its_heartbeat_file_fresh(redis_url: str, tmp_pat
         # ... and the live consumer's timer makes it fresh again within one interval.
         assert wait_for(lambda: heartbeat.stat().st_mtime > stale + 60, INTERVAL + 10)
         assert probe_passes(command, heartbeat)
-

@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from zephyr_core import ConfigError, Settings, get_settings
-from zephyr_deploy._exceptions import DeployError
 
 COMPONENTS = ("web", "worker", "beat", "flower")
 
@@ -26,7 +25,9 @@ def k8s() -> None:
 
 def _render_options(function: Any) -> Any:
     options = [
-        click.option("--app", "app_path", help="ASGI app as module:attribute (default: ZEPHYR_APP)."),
+        click.option(
+            "--app", "app_path", help="ASGI app as module:attribute (default: ZEPHYR_APP)."
+        ),
         click.option("-A", "--jobs", "jobs_module", help="Jobs module (default: ZEPHYR_JOBS)."),
         click.option("--release", help="Release name (default: the project's name)."),
         click.option(
@@ -100,13 +101,6 @@ def _need(*modules: str) -> None:
             )
 
 
-def manifest_text(body: dict[str, Any]) -> str:
-    """One object as YAML, keys in the chart's order."""
-    import yaml
-
-    return str(yaml.safe_dump(body, sort_keys=False, default_flow_style=False))
-
-
 @k8s.command()
 @_render_options
 @click.option(
@@ -124,7 +118,7 @@ def generate(
 ) -> None:
     """Render the zephyr-app chart from Settings into plain manifests (for GitOps tools)."""
     result = rendering(app_path, jobs_module, release, sets)
-    texts = [manifest_text(m.body) for m in result.manifests]
+    texts = [m.text for m in result.manifests]
     if output is None:
         sys.stdout.write("---\n" + "---\n".join(texts))
         return
