@@ -60,6 +60,7 @@ def test_k8s_generate_renders_the_installed_copy(wheel: Path, tmp_path: Path) ->
     )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
+         "--ignore-installed",  # else pip uninstalls this environment's zephyr-infra first
          "--prefix", str(env_dir), str(wheel)],
         check=True, timeout=300,
     )  # fmt: skip
