@@ -1,4 +1,4 @@
-"""Secrets as files: the chart mounts existingSecret, Settings reads it through ZEPHYR_SECRETS_DIR."""
+"""Secrets as files: the chart mounts existingSecret; Settings reads ZEPHYR_SECRETS_DIR."""
 
 from __future__ import annotations
 
