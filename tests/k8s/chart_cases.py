@@ -45,6 +45,19 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
     },
     "flower": {**BASE, **JOBS, "flower": {"enabled": True}},
+    "flower-ingress": {
+        **BASE,
+        **JOBS,
+        "flower": {
+            "enabled": True,
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "flower.example.com",
+                "tls": [{"secretName": "flower-tls", "hosts": ["flower.example.com"]}],
+            },
+        },
+    },
     "flower-own-secret": {
         **BASE,
         "jobs": "shop.jobs",
@@ -101,6 +114,14 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "keda without redis address": (
         {"jobs": "shop.jobs", "worker": {"autoscaling": {"enabled": True}}},
         ("keda", "redis.url"),
+    ),
+    "flower ingress without host": (
+        {
+            "jobs": "shop.jobs",
+            "existingSecret": "s",
+            "flower": {"enabled": True, "ingress": {"enabled": True}},
+        },
+        ("flower.ingress.host",),
     ),
     "short grace period": (
         {"worker": {"terminationGracePeriodSeconds": 5}},

@@ -213,7 +213,7 @@ def test_secrets_are_mounted_files_read_through_secrets_dir_never_environment() 
     }
 
 
-def test_a_config_change_rolls_the_pods() -> None:
+def test_a_config_change_rolls_the_pods_and_a_replica_change_does_not() -> None:
     first = deployment("existing-secret", "web")["spec"]["template"]["metadata"]["annotations"]
     changed = render(
         {**MATRIX["existing-secret"], "settings": {"CACHE_KEY_PREFIX": "other"}},
@@ -223,6 +223,11 @@ def test_a_config_change_rolls_the_pods() -> None:
     (web,) = [m.body for m in changed if m.kind == "Deployment" and m.name == "shop-zephyr-app"]
     second = web["spec"]["template"]["metadata"]["annotations"]
     assert first["checksum/config"] != second["checksum/config"]
+    scaled = render(
+        {**MATRIX["existing-secret"], "replicaCount": 7}, release=RELEASE, namespace=NAMESPACE
+    )
+    (web,) = [m.body for m in scaled if m.kind == "Deployment" and m.name == "shop-zephyr-app"]
+    assert web["spec"]["template"]["metadata"]["annotations"] == first  # no restart to scale
 
 
 def test_network_policies_open_the_web_port_flower_to_the_namespace_and_nothing_else() -> None:
@@ -238,12 +243,22 @@ def test_network_policies_open_the_web_port_flower_to_the_namespace_and_nothing_
     assert by_kind("no-network-policy", "NetworkPolicy") == []
 
 
-def test_flower_has_a_cluster_ip_service_and_no_ingress() -> None:
+def test_flower_has_a_cluster_ip_service_and_no_ingress_unless_asked() -> None:
     services = {s["metadata"]["name"]: s["spec"] for s in by_kind("flower", "Service")}
     assert services["shop-zephyr-app-flower"]["type"] == "ClusterIP"
     for ingress in by_kind("everything", "Ingress"):
         backends = json.dumps(ingress["spec"])
         assert "flower" not in backends
+    (asked,) = [
+        i for i in by_kind("flower-ingress", "Ingress") if "flower" in i["metadata"]["name"]
+    ]
+    assert asked["spec"]["rules"][0]["host"] == "flower.example.com"
+    (policy,) = [
+        p
+        for p in by_kind("flower-ingress", "NetworkPolicy")
+        if p["metadata"]["name"].endswith("-flower")
+    ]
+    assert "from" not in policy["spec"]["ingress"][0]  # the controller is in another namespace
 
 
 def test_keda_scales_workers_on_every_priority_list_of_each_queue() -> None:

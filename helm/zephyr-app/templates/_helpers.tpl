@@ -194,10 +194,12 @@ volumeMounts:
   {{- end }}
 {{- end }}
 
-{{/* Pod annotations: a changed ConfigMap or value rolls the pods. */}}
+{{/* Pod annotations: a changed ConfigMap, or another existingSecret, rolls the pods.
+     (Not every value: changing replicas must not restart anything. The Secret's
+     contents are not known here: after rotating it, `kubectl rollout restart`.) */}}
 {{- define "zephyr-app.podAnnotations" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/values: {{ toJson .Values | sha256sum }}
+checksum/secret-name: {{ printf "%s/%s" .Values.existingSecret .Values.flower.basicAuth.existingSecret | sha256sum | trunc 16 }}
 {{- with .Values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -219,6 +221,9 @@ checksum/values: {{ toJson .Values | sha256sum }}
 {{- end }}
 {{- if and (include "zephyr-app.flowerEnabled" .) (not .Values.existingSecret) (not .Values.flower.basicAuth.existingSecret) }}
 {{- fail "flower.enabled needs a login: set flower.basicAuth.existingSecret, or existingSecret with a FLOWER_BASIC_AUTH key" }}
+{{- end }}
+{{- if and .Values.flower.ingress.enabled (not .Values.flower.ingress.host) }}
+{{- fail "flower.ingress.enabled needs flower.ingress.host (the host name Flower answers on)" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.redis.url }}
 {{- fail "redis.enabled and redis.url: choose the built-in Redis or an external one" }}
