@@ -117,7 +117,7 @@ class AutoScaler:
                 f"max_replicas={self.max_replicas}",
                 field="min_replicas",
             )
-        _current.append(self)
+        _current[:] = [self]  # the latest only: /scaling/recommendations uses it
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AutoScaler:
@@ -306,7 +306,7 @@ def _why(what: str, used: float, target: int, current: dict[str, Any], new: str)
     )
 
 
-#: AutoScalers made in this process; ``/scaling/recommendations`` uses the latest.
+#: The AutoScaler made last in this process; ``/scaling/recommendations`` uses it.
 _current: list[AutoScaler] = []
 
 

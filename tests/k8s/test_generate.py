@@ -158,6 +158,8 @@ def test_output_folder_holds_one_file_per_object_in_apply_order(
             ("worker.autoscaling.minReplicas (11)",),
         ),
         ({"ZEPHYR_APP": "shop"}, (), ("ZEPHYR_APP", "shop")),
+        ({"K8S_NAMESPACE": "Prod_EU"}, (), ("K8S_NAMESPACE", "Prod_EU")),
+        ({}, ("--release", "Shop_1"), ("--release", "Shop_1")),
     ],
 )
 def test_bad_input_is_one_line_exit_2_naming_the_value(

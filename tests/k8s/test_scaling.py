@@ -244,3 +244,33 @@ def test_the_proposals_five_minute_scale_up_cooldown_breaks_the_two_minute_budge
     values = merged(MATRIX["only-repository"], AutoScaler(scale_up_cooldown=300).chart_values())
     (web,) = budgets(values).values()
     assert web.total == 395 and not web.within_goal  # type: ignore[attr-defined]
+
+
+async def test_the_proposals_recommendations_route_runs_as_written() -> None:
+    """The proposal's FastAPI route, imports adapted (zephyr.scaling -> zephyr_deploy)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    autoscaler = AutoScaler(
+        min_replicas=2,
+        max_replicas=20,
+        target_cpu_utilization=70,
+        target_memory_utilization=80,
+        scale_up_cooldown=300,
+        scale_down_cooldown=600,
+    )
+
+    @app.get("/scaling/recommendations")
+    async def get_scaling_recommendations():  # type: ignore[no-untyped-def]
+        metrics = await autoscaler.analyze_metrics()
+        return {
+            "current_resources": metrics.current,
+            "recommended_resources": metrics.recommended,
+            "reasoning": metrics.reasoning,
+        }
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        body = (await client.get("/scaling/recommendations")).json()
+    assert body["current_resources"]["cpu"]["request"] == "250m"
+    assert len(body["reasoning"]) >= 3

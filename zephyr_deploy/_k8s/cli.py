@@ -88,7 +88,29 @@ def rendering(
             values = merged(values, helm_python.parse_set_string(expression))
         except helm_python.HelmError as exc:
             raise click.BadParameter(f"{expression!r}: {exc}", param_hint="--set") from None
-    return Rendering(release or project, settings.K8S_NAMESPACE, values)
+    release = release or project
+    try:
+        helm_python.validate_release_name(release)
+    except helm_python.HelmError:
+        raise click.BadParameter(
+            f"{release!r}: expected lowercase letters, digits and '-', at most 53 "
+            "characters (a DNS label)",
+            param_hint="--release",
+        ) from None
+    check_namespace(settings.K8S_NAMESPACE)
+    return Rendering(release, settings.K8S_NAMESPACE, values)
+
+
+def check_namespace(namespace: str) -> None:
+    """K8S_NAMESPACE must be a DNS label: a ConfigError naming it otherwise."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        raise ConfigError(
+            f"K8S_NAMESPACE={namespace!r}: expected a Kubernetes namespace: lowercase "
+            "letters, digits and '-', at most 63 characters, starting and ending alphanumeric",
+            field="K8S_NAMESPACE",
+        )
 
 
 def _need(*modules: str) -> None:
@@ -230,6 +252,7 @@ def status(context: str | None, release: str | None, as_json: bool) -> None:
     from zephyr_deploy._k8s.status import release_status
 
     settings = get_settings()
+    check_namespace(settings.K8S_NAMESPACE)
     name = _release(release)
     expected = None
     if settings.ZEPHYR_APP:  # with the project's settings, what should be there
@@ -311,6 +334,7 @@ def logs(
 
     seconds = since_seconds(since) if since else None
     settings = get_settings()
+    check_namespace(settings.K8S_NAMESPACE)
     name = _release(release)
     cluster = _connect(context)
     pods = pods_of(cluster, settings.K8S_NAMESPACE, name, component)
@@ -333,6 +357,7 @@ def scale(context: str | None, release: str | None, replicas: int, component: st
     from zephyr_deploy._k8s.scale import scale as set_replicas
 
     settings = get_settings()
+    check_namespace(settings.K8S_NAMESPACE)
     name = _release(release)
     cluster = _connect(context)
     deployment = _deployment(cluster, settings.K8S_NAMESPACE, name, component)
