@@ -221,3 +221,30 @@ def test_an_unreachable_server_is_one_line_naming_context_and_server(project: Pa
     assert result.code == 1
     (line,) = result.err.splitlines()
     assert f"https://127.0.0.1:{port}" in line and "'prod-eu'" in line
+
+
+def test_the_rollout_wait_gives_up_at_its_deadline_naming_what_is_not_ready(
+    server: StandInApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An injected clock: the deadline passes after three polls, with no real sleeping."""
+    from zephyr_deploy import DeployError
+    from zephyr_deploy._helm import render
+    from zephyr_deploy._k8s.apply import apply_all, wait_for_rollouts
+    from zephyr_deploy._k8s.cluster import Cluster
+
+    server.rollout_gets = 1_000  # never ready
+    monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path)))
+    cluster = Cluster.connect()
+    assert (cluster.context, cluster.server) == ("standin", server.url)
+    manifests = render({"image": {"repository": "r"}}, release="shop", namespace="prod")
+    apply_all(cluster, manifests, "prod", dry_run=False, progress=lambda m: None)
+    now = [0.0]
+    seen: list[int] = []
+    workloads = [m for m in manifests if m.kind == "Deployment"]
+    with pytest.raises(DeployError) as caught:
+        wait_for_rollouts(
+            cluster, workloads, "prod", timeout=10, show=lambda r: seen.append(len(r)),
+            clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s), interval=4,
+        )  # fmt: skip
+    assert len(seen) == 4  # at 0, 4, 8 and 12 s
+    assert "Deployment/shop-zephyr-app (0/3 ready)" in str(caught.value)

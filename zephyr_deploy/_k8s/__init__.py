@@ -7,4 +7,6 @@
 | ``cluster.py`` | the one place the ``kubernetes`` client is built and its errors translated |
 | ``apply.py`` | server-side apply (field manager ``zephyr``) and the rollout wait |
 | ``status.py`` | each component's Deployment, autoscaler and warning events |
+| ``logs.py`` | a component's pods and their log streams |
+| ``scale.py`` | the scale subresource, refused while an autoscaler owns the target |
 """
