@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 
 from zephyr_celery._broker import broker_settings
+from zephyr_celery._heartbeat import Heartbeat
 from zephyr_celery._redis.backend import BACKEND_ALIASES
 from zephyr_celery._serializers import SerializerGuard, check_serializers
 from zephyr_core import Settings, get_settings
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Celery:
     app = Celery("zephyr", set_as_current=False)
     app.conf.update(config)
     app.steps["worker"].add(SerializerGuard)  # and again as a worker starts
+    app.steps["consumer"].add(Heartbeat)  # ZEPHYR_HEARTBEAT_FILE, for the chart's probe
     # redis:// and rediss:// results are stored by our backend (one round trip per
     # result); picked by this app's loader, so result_backend keeps the user's URL.
     app.loader.override_backends = {**app.loader.override_backends, **BACKEND_ALIASES}

@@ -71,6 +71,9 @@ class HealthApp:
             "/health/ready": self._ready,
             "/metrics": self._metrics,
         }
+        for path, route in extra_routes().items():
+            self.routes.setdefault(path, route)  # never over the health routes
+        self.before_scrape = metric_hooks()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,7 +133,41 @@ class HealthApp:
         return 200, b"application/json", json.dumps(body).encode()
 
     async def _metrics(self) -> tuple[int, bytes, bytes]:
+        for hook in self.before_scrape:  # async gauges (zephyr_deploy's MetricCollector)
+            await hook()
         return 200, CONTENT_TYPE_LATEST.encode(), generate_latest()
+
+
+Route = Callable[[], Awaitable[tuple[int, bytes, bytes]]]
+
+
+def extra_routes() -> dict[str, Route]:
+    """GET routes other packages add (``zephyr.routes``: a callable returning path -> route).
+
+    A provider whose package's extra is not installed is skipped.
+    """
+    from importlib.metadata import entry_points
+
+    routes: dict[str, Route] = {}
+    for entry in entry_points(group="zephyr.routes"):
+        try:
+            routes.update(entry.load()())
+        except ImportError:
+            continue
+    return routes
+
+
+def metric_hooks() -> list[Callable[[], Awaitable[None]]]:
+    """Coroutines awaited before each ``/metrics`` scrape (``zephyr.metrics`` group)."""
+    from importlib.metadata import entry_points
+
+    hooks = []
+    for entry in entry_points(group="zephyr.metrics"):
+        try:
+            hooks.append(entry.load())
+        except ImportError:
+            continue
+    return hooks
 
 
 async def _respond(send: Send, status: int, content_type: bytes, body: bytes) -> None:

@@ -8,6 +8,7 @@ the field, the value and what would be accepted; URL passwords never reach a rep
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
 from typing import Annotated, Any
@@ -115,7 +116,7 @@ class Settings(BaseSettings):
     def __init__(self, **values: Any) -> None:
         warn_unknown_variables(set(type(self).model_fields), self.model_config.get("env_file"))
         try:
-            super().__init__(**values)
+            super().__init__(_secrets_dir=secrets_dir(), **values)
         except ValidationError as exc:
             raise config_error_from(exc) from None
 
@@ -272,6 +273,29 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         return list(self.display().items())
+
+
+#: A folder of files named after fields (``JOB_QUEUE_URL``, ...), each holding its value:
+#: how Kubernetes mounts a Secret. Read below the environment and ``.env``.
+SECRETS_DIR_VARIABLE = "ZEPHYR_SECRETS_DIR"
+
+
+def secrets_dir() -> str | None:
+    """ZEPHYR_SECRETS_DIR, checked to be a folder (unset or empty: no secret files).
+
+    Secrets as files rather than environment variables: a child process or a crash
+    report inherits the environment, not a mounted file.
+    """
+    folder = os.environ.get(SECRETS_DIR_VARIABLE)
+    if not folder:
+        return None
+    if not os.path.isdir(folder):
+        raise ConfigError(
+            f"{SECRETS_DIR_VARIABLE}={folder!r}: not a folder; expected the folder a "
+            "Secret is mounted in, one file per setting (JOB_QUEUE_URL, CACHE_URL, ...)",
+            field=SECRETS_DIR_VARIABLE,
+        )
+    return folder
 
 
 def _request_within_limit(prefix: str, earlier: dict[str, Any], limit: str, amount: Any) -> None:

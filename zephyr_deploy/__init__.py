@@ -1,10 +1,20 @@
-"""zephyr-infra's deployment: Dockerfile, .dockerignore and compose from one process list.
+"""zephyr-infra's deployment: containers, the Kubernetes chart, autoscaling.
 
-``zephyr docker init`` and ``zephyr docker compose`` write the files; ``zephyr docker
-build|run|push`` drive a Docker engine through the ``docker`` SDK. Kubernetes and
-rollouts come later.
+``zephyr docker init|compose|build|run|push`` write and drive the container files;
+``zephyr k8s generate|apply|status|logs|scale`` render the shipped Helm chart
+(``helm/zephyr-app``) from Settings and drive a cluster; :class:`AutoScaler` and
+:class:`MetricCollector` feed the chart's autoscaling and ``/metrics``.
 """
 
-from zephyr_deploy._exceptions import DeployError, EngineUnavailable
+from zephyr_deploy._exceptions import ClusterUnavailable, DeployError, EngineUnavailable
+from zephyr_deploy._metrics import MetricCollector
+from zephyr_deploy._scaling import AutoScaler, ScalingAnalysis
 
-__all__ = ["DeployError", "EngineUnavailable"]
+__all__ = [
+    "AutoScaler",
+    "ClusterUnavailable",
+    "DeployError",
+    "EngineUnavailable",
+    "MetricCollector",
+    "ScalingAnalysis",
+]

@@ -19,3 +19,7 @@ class EngineUnavailable(DeployError):
 
 class FileExists(DeployError):
     """A file we would write is already there and ``--force`` was not given."""
+
+
+class ClusterUnavailable(DeployError):
+    """No Kubernetes API server answered: no kubeconfig, or the server is unreachable."""

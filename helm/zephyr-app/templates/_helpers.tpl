@@ -1,0 +1,234 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "zephyr-app.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart> (or fullnameOverride), at most 52 characters: suffixes fit in 63. */}}
+{{- define "zephyr-app.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zephyr-app.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object; call with (dict "root" $ "component" "web"). */}}
+{{- define "zephyr-app.labels" -}}
+helm.sh/chart: {{ include "zephyr-app.chart" .root }}
+{{ include "zephyr-app.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Values.image.tag | default .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: {{ include "zephyr-app.name" .root }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{- define "zephyr-app.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zephyr-app.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The object's metadata: name, namespace (explicit, for GitOps tools), labels. */}}
+{{- define "zephyr-app.metadata" -}}
+name: {{ include "zephyr-app.fullname" .root }}{{ if ne .component "web" }}-{{ .component }}{{ end }}
+namespace: {{ .root.Release.Namespace }}
+labels:
+  {{- include "zephyr-app.labels" . | nindent 2 }}
+{{- end }}
+
+{{- define "zephyr-app.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zephyr-app.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image, by digest when one is set; the tag defaults to appVersion. */}}
+{{- define "zephyr-app.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the secrets are mounted, one file per setting (ZEPHYR_SECRETS_DIR). */}}
+{{- define "zephyr-app.secretsDir" -}}
+/etc/zephyr/secrets
+{{- end }}
+
+{{- define "zephyr-app.heartbeatFile" -}}
+/tmp/worker-heartbeat
+{{- end }}
+
+{{/* Whether any pod mounts secrets: existingSecret, or Flower's own. */}}
+{{- define "zephyr-app.hasSecrets" -}}
+{{- if or .Values.existingSecret (and (include "zephyr-app.flowerEnabled" .) .Values.flower.basicAuth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "zephyr-app.flowerEnabled" -}}
+{{- if and .Values.jobs .Values.flower.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Restricted Pod Security Standard, pod level. */}}
+{{- define "zephyr-app.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Restricted Pod Security Standard, container level. */}}
+{{- define "zephyr-app.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod-level settings every component shares; call with (dict "root" $ "component" "web"). */}}
+{{- define "zephyr-app.podCommon" -}}
+{{- $root := .root -}}
+serviceAccountName: {{ include "zephyr-app.serviceAccountName" $root }}
+# No pod calls the Kubernetes API.
+automountServiceAccountToken: false
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "zephyr-app.podSecurityContext" . | nindent 2 }}
+{{- with $root.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $root.Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- range $root.Values.topologySpreadConstraints }}
+  - maxSkew: {{ .maxSkew }}
+    topologyKey: {{ .topologyKey }}
+    whenUnsatisfiable: {{ .whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "zephyr-app.selectorLabels" (dict "root" $root "component" $.component) | nindent 8 }}
+  {{- end }}
+{{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 256Mi
+  {{- if include "zephyr-app.hasSecrets" $root }}
+  - name: secrets
+    projected:
+      # Group-readable by the pod's fsGroup (10001), nobody else.
+      defaultMode: 0440
+      sources:
+        {{- with $root.Values.existingSecret }}
+        - secret:
+            name: {{ . }}
+        {{- end }}
+        {{- if and (eq .component "flower") $root.Values.flower.basicAuth.existingSecret }}
+        - secret:
+            name: {{ $root.Values.flower.basicAuth.existingSecret }}
+            items:
+              - key: {{ $root.Values.flower.basicAuth.key }}
+                path: FLOWER_BASIC_AUTH
+        {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/* Container settings every component shares: image, settings, mounts, security. */}}
+{{- define "zephyr-app.containerCommon" -}}
+{{- $root := .root -}}
+image: {{ include "zephyr-app.image" $root | quote }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+envFrom:
+  - configMapRef:
+      name: {{ include "zephyr-app.fullname" $root }}
+{{- if or (include "zephyr-app.hasSecrets" $root) .env }}
+env:
+  {{- if include "zephyr-app.hasSecrets" $root }}
+  - name: ZEPHYR_SECRETS_DIR
+    value: {{ include "zephyr-app.secretsDir" $root }}
+  {{- end }}
+  {{- range .env }}
+  - name: {{ .name }}
+    value: {{ .value | quote }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- include "zephyr-app.containerSecurityContext" . | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+  {{- if include "zephyr-app.hasSecrets" $root }}
+  - name: secrets
+    mountPath: {{ include "zephyr-app.secretsDir" $root }}
+    readOnly: true
+  {{- end }}
+{{- end }}
+
+{{/* Pod annotations: a changed ConfigMap, or another existingSecret, rolls the pods.
+     (Not every value: changing replicas must not restart anything. The Secret's
+     contents are not known here: after rotating it, `kubectl rollout restart`.) */}}
+{{- define "zephyr-app.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secret-name: {{ printf "%s/%s" .Values.existingSecret .Values.flower.basicAuth.existingSecret | sha256sum | trunc 16 }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Checks no schema can express: they stop the render, naming the values. */}}
+{{- define "zephyr-app.validate" -}}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
+{{- end }}
+{{- if gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas) }}
+{{- fail (printf "worker.autoscaling.minReplicas (%v) must not exceed worker.autoscaling.maxReplicas (%v)" .Values.worker.autoscaling.minReplicas .Values.worker.autoscaling.maxReplicas) }}
+{{- end }}
+{{- if and .Values.worker.autoscaling.enabled (eq .Values.worker.autoscaling.type "hpa") (lt (int .Values.worker.autoscaling.minReplicas) 1) }}
+{{- fail "worker.autoscaling.minReplicas (0) needs type keda: an HPA cannot scale to zero" }}
+{{- end }}
+{{- if and .Values.flower.enabled (not .Values.jobs) }}
+{{- fail "flower.enabled needs jobs (the jobs module Flower watches)" }}
+{{- end }}
+{{- if and (include "zephyr-app.flowerEnabled" .) (not .Values.existingSecret) (not .Values.flower.basicAuth.existingSecret) }}
+{{- fail "flower.enabled needs a login: set flower.basicAuth.existingSecret, or existingSecret with a FLOWER_BASIC_AUTH key" }}
+{{- end }}
+{{- if and .Values.flower.ingress.enabled (not .Values.flower.ingress.host) }}
+{{- fail "flower.ingress.enabled needs flower.ingress.host (the host name Flower answers on)" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.url }}
+{{- fail "redis.enabled and redis.url: choose the built-in Redis or an external one" }}
+{{- end }}
+{{- if and .Values.worker.autoscaling.enabled (eq .Values.worker.autoscaling.type "keda") (not .Values.redis.enabled) (not .Values.redis.url) }}
+{{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port) or redis.enabled" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,109 @@
+"""Settings -> the chart's values: what ``zephyr k8s generate`` and ``apply`` render with.
+
+There is no second set of Kubernetes templates: these are plain values for the
+shipped chart. The processes (web, worker, beat, Flower: commands, ports, grace
+periods) come from :func:`zephyr_deploy._processes.container_processes`, the list
+``zephyr up`` and ``zephyr docker compose`` use, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from zephyr_core import ConfigError, Settings
+from zephyr_deploy._processes import container_processes
+
+#: Chart value paths that come from a setting: a refusal by the chart's schema names both.
+SETTING_OF = {
+    "replicaCount": "K8S_REPLICAS",
+    "resources.requests.cpu": "K8S_CPU_REQUEST",
+    "resources.limits.cpu": "K8S_CPU_LIMIT",
+    "resources.requests.memory": "K8S_MEMORY_REQUEST",
+    "resources.limits.memory": "K8S_MEMORY_LIMIT",
+    "autoscaling.minReplicas": "AUTOSCALING_MIN_REPLICAS",
+    "autoscaling.maxReplicas": "AUTOSCALING_MAX_REPLICAS",
+    "autoscaling.targetCPUUtilizationPercentage": "AUTOSCALING_CPU_TARGET",
+    "autoscaling.targetMemoryUtilizationPercentage": "AUTOSCALING_MEMORY_TARGET",
+    "image.repository": "CONTAINER_REGISTRY",
+    "image.tag": "CONTAINER_TAG",
+    "worker.concurrency": "JOB_WORKER_CONCURRENCY",
+}
+
+
+def image_values(settings: Settings, project: str) -> dict[str, str]:
+    """``image.repository`` and ``image.tag`` from CONTAINER_REGISTRY and CONTAINER_TAG.
+
+    Raises:
+        ConfigError: CONTAINER_TAG is ``latest`` (the chart refuses it: a rollout must
+            name what it runs) or either setting is not valid in an image reference.
+    """
+    from zephyr_deploy._image import image_reference
+
+    if settings.CONTAINER_TAG == "latest":
+        raise ConfigError(
+            "CONTAINER_TAG='latest': the chart deploys a named release, never 'latest'; "
+            "set CONTAINER_TAG to the tag you built and pushed (e.g. 1.4.2 or a commit id)",
+            field="CONTAINER_TAG",
+        )
+    repository, _, tag = image_reference(settings, project).rpartition(":")
+    return {"repository": repository, "tag": tag}
+
+
+def chart_values(
+    settings: Settings, *, app: str, jobs_module: str | None, project: str
+) -> dict[str, Any]:
+    """The chart's values for this project and ``settings`` (before ``--set``)."""
+    processes = {p.name: p for p in container_processes(app, jobs_module)}
+    web = processes["web"]
+    values: dict[str, Any] = {
+        "app": app,
+        "jobs": jobs_module or "",
+        "image": image_values(settings, project),
+        "replicaCount": settings.K8S_REPLICAS,
+        "command": list(web.command),
+        "service": {"targetPort": web.port},
+        "resources": {
+            "requests": {"cpu": settings.K8S_CPU_REQUEST, "memory": settings.K8S_MEMORY_REQUEST},
+            "limits": {"cpu": settings.K8S_CPU_LIMIT, "memory": settings.K8S_MEMORY_LIMIT},
+        },
+        "autoscaling": {
+            "enabled": settings.AUTOSCALING_ENABLED,
+            "minReplicas": settings.AUTOSCALING_MIN_REPLICAS,
+            "maxReplicas": settings.AUTOSCALING_MAX_REPLICAS,
+            "targetCPUUtilizationPercentage": settings.AUTOSCALING_CPU_TARGET,
+            "targetMemoryUtilizationPercentage": settings.AUTOSCALING_MEMORY_TARGET,
+        },
+    }
+    if jobs_module:
+        worker, beat, flower = processes["worker"], processes["beat"], processes["flower"]
+        values["worker"] = {
+            "command": list(worker.command),
+            "concurrency": settings.JOB_WORKER_CONCURRENCY,
+            "terminationGracePeriodSeconds": worker.stop_grace,
+        }
+        values["beat"] = {"command": list(beat.command)}
+        values["flower"] = {"command": list(flower.command), "port": flower.port}
+    return values
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base`` key by key (as Helm coalesces ``--set``)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def name_settings(error: ConfigError) -> ConfigError:
+    """The chart's refusal of a value that came from a setting, naming the setting too."""
+    problems = getattr(error, "problems", None) or [str(error).removeprefix("chart values: ")]
+    named = []
+    for problem in problems:
+        path = problem.split(":", 1)[0]
+        setting = SETTING_OF.get(path)
+        named.append(f"{problem} (from {setting})" if setting else problem)
+    return ConfigError("chart values: " + "; ".join(named), field=error.field, problems=named)
