@@ -19,6 +19,8 @@ from zephyr_core import ConfigError
 INITIAL_LATENCY = 0.001
 #: Time constant of the latency EWMA, in seconds.
 SMOOTHING_SECONDS = 1.0
+#: The least weight one sample has, however close to the previous one it came.
+MIN_SAMPLE_WEIGHT = 0.05
 #: An endpoint nothing was measured on for this long counts as a third as slow (1/e),
 #: so a slow one gets probed again once its figures are old.
 DECAY_SECONDS = 30.0
@@ -52,7 +54,7 @@ class Endpoint:
     ejected_until: float = 0.0  # passive ejection, on the balancer's clock
     ejections: int = 0
     ewma: float = INITIAL_LATENCY
-    ewma_at: float = 0.0
+    ewma_at: float | None = None  # when last measured
     current_weight: int = 0  # smooth weighted round robin
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,14 +65,15 @@ class Endpoint:
     def observe(self, seconds: float, now: float) -> None:
         """Time-weighted EWMA: a sample weighs by the time since the previous one, so a
         busy endpoint's figure is smooth and a rarely used one's follows its latest."""
-        w = math.exp(-(now - self.ewma_at) / SMOOTHING_SECONDS) if self.ewma_at else 0.0
+        w = 0.0 if self.ewma_at is None else math.exp(-(now - self.ewma_at) / SMOOTHING_SECONDS)
+        w = min(w, 1.0 - MIN_SAMPLE_WEIGHT)  # answers arriving together still count
         self.ewma = self.ewma * w + seconds * (1.0 - w)
         self.ewma_at = now
 
     def latency(self, now: float) -> float:
         """The EWMA aged towards zero while nothing was measured, so a slow
         endpoint gets probed again once its last figures are old."""
-        if not self.ewma_at:
+        if self.ewma_at is None:
             return self.ewma
         return self.ewma * math.exp(-(now - self.ewma_at) / DECAY_SECONDS)
 

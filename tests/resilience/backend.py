@@ -36,7 +36,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         STATE["sick"] = True
     elif path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
-    elif path == "/echo":
+    elif path.endswith("/echo"):
         headers = dict(scope["headers"])
         payload = {
             "port": PORT,
