@@ -43,7 +43,7 @@ async def test_client_is_an_httpx_client_on_the_chosen_endpoint(backends: list[B
         assert answer["method"] == "POST" and answer["query"] == "x=1"
         assert answer["body"] == "body" and answer["host"] == f"127.0.0.1:{answer['port']}"
         assert await ports(client, 30) == {b.port: 10 for b in backends}
-        with pytest.raises(ConfigError, match="'svc'.*absolute URL"):
+        with pytest.raises(ConfigError, match=r"'svc'.*absolute URL"):
             await client.get("http://example.com/x")
     # the pools survive a client's close: a second client reuses them
     async with lb.client("svc") as again:
@@ -258,7 +258,7 @@ def test_bad_input_fails_at_construction(
 
 def test_unknown_service_names_the_known_ones() -> None:
     lb = LoadBalancer(services={"users": ["http://a"]}, health_check=None)
-    with pytest.raises(ConfigError, match="'payments'.*users"):
+    with pytest.raises(ConfigError, match=r"'payments'.*users"):
         lb.client("payments")
 
 

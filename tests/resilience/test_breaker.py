@@ -231,7 +231,10 @@ async def test_metrics_and_logs(caplog: pytest.LogCaptureFixture) -> None:
         return found or 0.0
 
     await call(True)
-    with caplog.at_level(logging.INFO, "zephyr_resilience.breaker"), pytest.raises(Exception):
+    with (
+        caplog.at_level(logging.INFO, "zephyr_resilience.breaker"),
+        pytest.raises(ServiceUnavailable),
+    ):
         await call(False)
     with pytest.raises(CircuitBreakerError):
         await call(True)
