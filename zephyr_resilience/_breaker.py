@@ -20,6 +20,7 @@ counters, its listeners. What this module adds around it:
 
 Private internals used:
 - ``pybreaker.CircuitBreaker._lock``
+- ``pybreaker.CircuitBreaker._state_storage``
 - ``pybreaker.CircuitBreakerState._handle_error``
 - ``pybreaker.CircuitBreakerState._handle_success``
 """
@@ -41,12 +42,7 @@ import pybreaker
 
 from zephyr_core import ConfigError
 from zephyr_resilience._exceptions import CircuitBreakerError
-from zephyr_resilience._metrics import (
-    BREAKER_CALLS,
-    BREAKER_STATE,
-    BREAKER_TRANSITIONS,
-    STATE_VALUES,
-)
+from zephyr_resilience._metrics import BREAKER_TRANSITIONS, BREAKERS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -174,6 +170,8 @@ class CircuitBreaker:
             name=name,
             throw_new_error_on_trip=False,
         )
+        self._storage = self._breaker._state_storage
+        self._n_success = self._n_failure = self._n_ignored = self._n_rejected = 0
         self._name(name or f"breaker-{next(_unnamed)}")
         self._shared = None
         if storage is not None:
@@ -186,11 +184,11 @@ class CircuitBreaker:
     def _name(self, name: str) -> None:
         self.name = name
         self._breaker.name = name
-        self._m_success = BREAKER_CALLS.labels(name, "success")
-        self._m_failure = BREAKER_CALLS.labels(name, "failure")
-        self._m_ignored = BREAKER_CALLS.labels(name, "ignored")
-        self._m_rejected = BREAKER_CALLS.labels(name, "rejected")
-        BREAKER_STATE.labels(name).set(STATE_VALUES[self.state])
+        BREAKERS.live.add(self)
+
+    def outcome_counts(self) -> tuple[int, int, int, int]:
+        """Calls so far by outcome: (success, failure, ignored, rejected)."""
+        return self._n_success, self._n_failure, self._n_ignored, self._n_rejected
 
     @property
     def state(self) -> str:
@@ -220,20 +218,20 @@ class CircuitBreaker:
 
     def _before(self) -> bool:
         """Admit a call or raise; True when it is a half-open trial."""
-        state = self._breaker.state.name
+        state = self._storage.state
         if state == pybreaker.STATE_CLOSED:
             return False
         if state == pybreaker.STATE_OPEN:
             wait = self._opened_at + self.recovery_timeout - self._clock()
             if wait > 0:
-                self._m_rejected.inc()
+                self._n_rejected += 1
                 raise CircuitBreakerError(self.name, "open", wait)
             with self._breaker._lock:
                 if self._breaker.current_state == pybreaker.STATE_OPEN:
                     self._breaker.half_open()
         with self._trial_lock:
             if self._trials >= self.half_open_max_calls:
-                self._m_rejected.inc()
+                self._n_rejected += 1
                 raise CircuitBreakerError(self.name, "half-open", 0.0)
             self._trials += 1
         return True
@@ -243,11 +241,15 @@ class CircuitBreaker:
             self._trials = max(0, self._trials - 1)
 
     def _success(self, trial: bool) -> None:
+        self._n_success += 1
+        if not trial and self._storage.counter == 0:
+            # Closed with no failure to forget: pybreaker's success handling would
+            # reset a zero counter and notify listeners that do nothing on success.
+            return
         if trial:
             self._release()
         with self._breaker._lock:
             self._breaker.state._handle_success()
-        self._m_success.inc()
 
     def _failure(self, exc: BaseException, trial: bool) -> None:
         if trial:
@@ -260,12 +262,14 @@ class CircuitBreaker:
                 # is off): the caller raises it next, so it is dropped here.
                 if raised is not exc:
                     raise
-        (self._m_ignored if self._ignored(exc) else self._m_failure).inc()
+        if self._ignored(exc):
+            self._n_ignored += 1
+        else:
+            self._n_failure += 1
 
     def _changed(self, old: str | None, new: str) -> None:
         if new == pybreaker.STATE_OPEN and not self._applying_remote:
             self._opened_at = self._clock()
-        BREAKER_STATE.labels(self.name).set(STATE_VALUES[new])
         BREAKER_TRANSITIONS.labels(self.name, new).inc()
         level = logging.WARNING if new == pybreaker.STATE_OPEN else logging.INFO
         origin = " (from shared state)" if self._applying_remote else ""
