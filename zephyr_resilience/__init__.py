@@ -9,6 +9,7 @@ health checks, ejection, budgeted retries and service discovery.
 from zephyr_resilience._balancer import LoadBalancer
 from zephyr_resilience._breaker import CircuitBreaker
 from zephyr_resilience._budget import RetryBudget
+from zephyr_resilience._discovery._redis import RedisDiscovery, Registration, register_instance
 from zephyr_resilience._exceptions import CircuitBreakerError, NoHealthyEndpoint
 from zephyr_resilience._health import HealthCheck
 from zephyr_resilience._retry import retry
@@ -19,6 +20,9 @@ __all__ = [
     "HealthCheck",
     "LoadBalancer",
     "NoHealthyEndpoint",
+    "RedisDiscovery",
+    "Registration",
     "RetryBudget",
+    "register_instance",
     "retry",
 ]

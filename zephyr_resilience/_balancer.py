@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -31,6 +32,7 @@ import httpx
 from zephyr_core import ConfigError, get_settings
 from zephyr_resilience._breaker import CircuitBreaker
 from zephyr_resilience._budget import RetryBudget
+from zephyr_resilience._discovery import Discovery
 from zephyr_resilience._endpoints import Endpoint, EndpointSpec, make_endpoint, parse_services
 from zephyr_resilience._exceptions import NoHealthyEndpoint
 from zephyr_resilience._health import ActiveChecker, Ejection, HealthCheck
@@ -97,7 +99,7 @@ class ServiceTransport(httpx.AsyncBaseTransport):
                 field="url",
             )
         balancer = self.balancer
-        if balancer._checker_task is None and balancer.health_check is not None:
+        if not balancer._started:
             balancer._start()
         breaker = self.service.breaker
         if breaker is None:
@@ -150,6 +152,9 @@ class LoadBalancer:
         breaker: A :class:`CircuitBreaker` used as a template (each service gets its
             own with the same settings, named ``<name>.<service>``), or a mapping of
             service name to breaker. An open breaker fails fast, before any connection.
+        discovery: Sources that keep services' endpoint lists current
+            (:class:`DnsDiscovery`, :class:`RedisDiscovery`, :class:`KubernetesDiscovery`);
+            their services start empty and fill once discovered.
         clock: Monotonic seconds (ejections, EWMA ageing); injected in tests.
         rng: Random source of ``p2c``; injected in tests.
 
@@ -174,6 +179,7 @@ class LoadBalancer:
         max_ejection_percent: float = 50.0,
         retry_budget: RetryBudget | None = None,
         breaker: CircuitBreaker | Mapping[str, CircuitBreaker] | None = None,
+        discovery: Iterable[Discovery] = (),
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -226,9 +232,21 @@ class LoadBalancer:
         self._retired: list[httpx.AsyncBaseTransport] = []
         self._checker: ActiveChecker | None = None
         self._checker_task: asyncio.Task[None] | None = None
-        self._background: list[Any] = []  # discovery watchers
+        self._background: list[asyncio.Task[None]] = []  # discovery watchers
+        self._started = False
         for name, specs in parsed.items():
             self._set_endpoints(name, specs)
+        self._discovery = list(discovery)
+        for source in self._discovery:
+            if not callable(getattr(source, "watch", None)) or not isinstance(
+                getattr(source, "service", None), str
+            ):
+                raise ConfigError(
+                    f"discovery entry {source!r}: expected a discovery source "
+                    "(DnsDiscovery, RedisDiscovery, KubernetesDiscovery)",
+                    field="discovery",
+                )
+            self._service(source.service)
 
     # -- services and endpoints ----------------------------------------------------
 
@@ -414,15 +432,23 @@ class LoadBalancer:
                 yield name, endpoint
 
     def _start(self) -> None:
-        if self.health_check is None or self._checker_task is not None:
+        if self._started:
             return
-        self._checker = ActiveChecker(self.health_check, self._all_endpoints, self._clock)
-        self._checker_task = asyncio.get_running_loop().create_task(
-            self._checker.run(), name="zephyr-lb-health"
-        )
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for source in self._discovery:
+            self._background.append(
+                loop.create_task(
+                    source.watch(functools.partial(self._set_endpoints, source.service)),
+                    name=f"zephyr-lb-discovery:{source.service}",
+                )
+            )
+        if self.health_check is not None:
+            self._checker = ActiveChecker(self.health_check, self._all_endpoints, self._clock)
+            self._checker_task = loop.create_task(self._checker.run(), name="zephyr-lb-health")
 
     async def start(self) -> None:
-        """Start the active health checks now (otherwise the first request does)."""
+        """Start health checks and discovery now (otherwise the first request does)."""
         self._start()
 
     async def wait_health_round(self, timeout: float = 30.0) -> None:
@@ -462,6 +488,7 @@ class LoadBalancer:
     async def aclose(self) -> None:
         """Stop health checks and discovery, close every connection pool."""
         task, self._checker_task = self._checker_task, None
+        self._started = False
         for running in [task, *self._background]:
             if running is None:
                 continue

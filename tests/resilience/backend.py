@@ -1,6 +1,7 @@
 """A tiny real HTTP backend for the balancer tests, run by uvicorn in its own process.
 
-``python -m tests.resilience.backend PORT [DELAY_MS]``. Routes: ``/health`` (200, or
+``python -m tests.resilience.backend PORT [DELAY_MS]`` (or ``zephyr serve --app
+tests.resilience.backend:app``, where it reports port 0). Routes: ``/health`` (200, or
 503 after ``POST /sick``), ``/who`` (this backend's port), ``/status/<code>``,
 ``/echo`` (the method, path, query, Host header and body), anything else 200.
 """
@@ -14,9 +15,7 @@ from typing import Any
 
 import uvicorn
 
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-DELAY = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
-STATE = {"sick": False}
+STATE: dict[str, Any] = {"sick": False, "port": 0, "delay": 0.0}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -29,7 +28,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not message.get("more_body"):
             break
     path = scope["path"]
-    status, payload = 200, {"port": PORT}
+    status, payload = 200, {"port": STATE["port"]}
     if path == "/health":
         status = 503 if STATE["sick"] else 200
     elif path == "/sick":
@@ -39,15 +38,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path.endswith("/echo"):
         headers = dict(scope["headers"])
         payload = {
-            "port": PORT,
+            "port": STATE["port"],
             "method": scope["method"],
             "path": path,
             "query": scope["query_string"].decode(),
             "host": headers.get(b"host", b"").decode(),
             "body": body.decode(),
         }
-    if DELAY and path != "/health":
-        await asyncio.sleep(DELAY)
+    if STATE["delay"] and path != "/health":
+        await asyncio.sleep(STATE["delay"])
     data = json.dumps(payload).encode()
     await send(
         {
@@ -60,4 +59,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False)
+    STATE["port"] = int(sys.argv[1])
+    STATE["delay"] = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
+    uvicorn.run(app, host="127.0.0.1", port=STATE["port"], log_level="warning", access_log=False)
