@@ -9,6 +9,7 @@ health checks, ejection, budgeted retries and service discovery.
 from zephyr_resilience._balancer import LoadBalancer
 from zephyr_resilience._breaker import CircuitBreaker
 from zephyr_resilience._budget import RetryBudget
+from zephyr_resilience._discovery._dns import DnsDiscovery
 from zephyr_resilience._discovery._redis import RedisDiscovery, Registration, register_instance
 from zephyr_resilience._exceptions import CircuitBreakerError, NoHealthyEndpoint
 from zephyr_resilience._health import HealthCheck
@@ -17,6 +18,7 @@ from zephyr_resilience._retry import retry
 __all__ = [
     "CircuitBreaker",
     "CircuitBreakerError",
+    "DnsDiscovery",
     "HealthCheck",
     "LoadBalancer",
     "NoHealthyEndpoint",
