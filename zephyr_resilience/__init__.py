@@ -10,6 +10,7 @@ from zephyr_resilience._balancer import LoadBalancer
 from zephyr_resilience._breaker import CircuitBreaker
 from zephyr_resilience._budget import RetryBudget
 from zephyr_resilience._discovery._dns import DnsDiscovery
+from zephyr_resilience._discovery._kubernetes import KubernetesDiscovery
 from zephyr_resilience._discovery._redis import RedisDiscovery, Registration, register_instance
 from zephyr_resilience._exceptions import CircuitBreakerError, NoHealthyEndpoint
 from zephyr_resilience._health import HealthCheck
@@ -20,6 +21,7 @@ __all__ = [
     "CircuitBreakerError",
     "DnsDiscovery",
     "HealthCheck",
+    "KubernetesDiscovery",
     "LoadBalancer",
     "NoHealthyEndpoint",
     "RedisDiscovery",
