@@ -80,8 +80,10 @@ class KubernetesDiscovery:
         self._api_client = api_client
 
     def _api(self) -> Any:
-        from kubernetes import client, config
+        from kubernetes import client
+        from kubernetes import config as kube_config
 
+        config: Any = kube_config  # partly typed: its loaders are not
         api_client = self._api_client
         if api_client is None:
             try:
@@ -109,8 +111,9 @@ class KubernetesDiscovery:
             stop.set()
 
     def _follow(self, push: Callable[[list[EndpointSpec]], None], stop: threading.Event) -> None:
-        from kubernetes import watch
+        from kubernetes import watch as kube_watch
 
+        watch: Any = kube_watch  # partly typed: Watch is not
         selector = f"kubernetes.io/service-name={self.name}"
         last: list[EndpointSpec] | None = None
         warned = False
