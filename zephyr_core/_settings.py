@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     LOAD_BALANCER_STRATEGY: str = "round_robin"
     LOAD_BALANCER_HEALTH_CHECK: bool = True
     LOAD_BALANCER_HEALTH_INTERVAL: int = Field(30, ge=1)
-    # {"name": ["http://a:8000", {"url": "http://b:8000", "weight": 3}]}, as JSON
+    # {"name": ["http://a:8000", {"url": "http://b:8000", "weight": 3}]}, as JSON; an entry
+    # with an "app" (module:attribute) on a loopback URL is started by `zephyr up`
     SERVICE_REGISTRY: dict[str, list[str | dict[str, Any]]] = {}
 
     # Database
@@ -161,8 +162,10 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"service {name!r}: endpoint {url!r}: expected an http(s)://host[:port] URL"
                     )
-                if isinstance(entry, dict) and (set(entry) - {"url", "weight"}):
-                    raise ValueError(f"service {name!r}: entry {entry!r}: keys are url and weight")
+                if isinstance(entry, dict) and (set(entry) - {"url", "weight", "app"}):
+                    raise ValueError(
+                        f"service {name!r}: entry {entry!r}: keys are url, weight and app"
+                    )
                 if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
                     raise ValueError(
                         f"service {name!r}: weight={weight!r}: expected an integer >= 1"

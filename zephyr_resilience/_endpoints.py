@@ -83,7 +83,7 @@ def parse_entry(service: str, entry: Any) -> EndpointSpec:
     where = f"service {service!r}"
     weight: Any = 1
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"url", "weight"}
+        unknown = set(entry) - {"url", "weight", "app"}  # "app": for `zephyr up` only
         if unknown or "url" not in entry:
             raise ConfigError(
                 f"{where}: entry {dict(entry)!r}: expected keys 'url' and optional 'weight'",

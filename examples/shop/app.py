@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
 
+from examples.shop.inventory import close_inventory
+from examples.shop.inventory import router as inventory_router
 from examples.shop.jobs import router as jobs_router
 from examples.shop.profiles import router as profiles_router
 from zephyr_cache import close_caches
@@ -20,11 +22,13 @@ from zephyr_cache import close_caches
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await close_caches()  # flush the last cache counters to Redis
+    await close_inventory()
 
 
 app = FastAPI(title="zephyr shop example", lifespan=lifespan)
 app.include_router(profiles_router)
 app.include_router(jobs_router)
+app.include_router(inventory_router)
 
 PRODUCTS = {
     1: {"id": 1, "name": "kite", "price_cents": 2500},
