@@ -36,7 +36,7 @@ from zephyr_resilience._discovery import Discovery
 from zephyr_resilience._endpoints import Endpoint, EndpointSpec, make_endpoint, parse_services
 from zephyr_resilience._exceptions import NoHealthyEndpoint
 from zephyr_resilience._health import ActiveChecker, Ejection, HealthCheck
-from zephyr_resilience._metrics import LB_RETRIES
+from zephyr_resilience._metrics import LB_REQUESTS, LB_RETRIES
 from zephyr_resilience._strategies import Strategy, make_strategy
 
 logger = logging.getLogger("zephyr_resilience.balancer")
@@ -407,6 +407,7 @@ class LoadBalancer:
         except BaseException as exc:
             endpoint.in_flight -= 1
             if isinstance(exc, httpx.TransportError):
+                _counter(service.name, endpoint, "error").inc()
                 now = self._clock()
                 endpoint.observe(time.perf_counter() - started, now)
                 endpoint.last_error = (
@@ -417,9 +418,11 @@ class LoadBalancer:
         now = self._clock()
         endpoint.observe(time.perf_counter() - started, now)
         if response.status_code >= 500:
+            _counter(service.name, endpoint, "5xx").inc()
             endpoint.last_error = f"answered {response.status_code}"
             self.ejection.record(service.name, endpoint, service.endpoints, False, now)
         else:
+            _counter(service.name, endpoint, "ok").inc()
             endpoint.consecutive_failures = 0
         response.stream = _TrackedStream(response.stream, endpoint)
         return response
@@ -514,3 +517,12 @@ class LoadBalancer:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _counter(service: str, endpoint: Endpoint, outcome: str) -> Any:
+    # Bound once per endpoint and outcome: labels() costs a lookup and a lock.
+    key = ("requests", outcome)
+    child = endpoint.extra.get(key)
+    if child is None:
+        child = endpoint.extra[key] = LB_REQUESTS.labels(service, endpoint.url, outcome)
+    return child

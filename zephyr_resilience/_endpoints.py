@@ -57,7 +57,7 @@ class Endpoint:
     ewma_at: float | None = None  # when last measured
     current_weight: int = 0  # smooth weighted round robin
     last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[Any, Any] = field(default_factory=dict)  # per-endpoint metric children
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now
