@@ -98,7 +98,8 @@ async def test_frozen_backend_costs_no_idempotent_request(own_backends: list[Bac
     async with lb, lb.client("svc") as client:
         await lb.wait_health_round()
         try:
-            failures, slowest = await drive(client, 600, {100: frozen.freeze})
+            # Five at a time: the machine's own stalls (shared cores) stay out of the figure.
+            failures, slowest = await drive(client, 600, {100: frozen.freeze}, concurrency=5)
         finally:
             frozen.thaw()
         assert failures == 0
