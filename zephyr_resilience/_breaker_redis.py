@@ -63,6 +63,8 @@ class SharedState:
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._warned = False
+        #: Connection attempts of the follower so far (it retries while Redis is down).
+        self.attempts = 0
 
     def ensure_started(self) -> None:
         """Start following on the running loop (cheap when already started)."""
@@ -91,6 +93,7 @@ class SharedState:
         assert self._client is not None
         delay = 0.2
         while True:
+            self.attempts += 1
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self.key)

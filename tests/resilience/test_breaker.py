@@ -206,12 +206,15 @@ async def test_only_expected_exceptions_count(expected: object, exclude: object)
 async def test_cancellation_is_not_a_failure() -> None:
     breaker = CircuitBreaker(failure_threshold=1, name="cancel")
 
+    started = asyncio.Event()
+
     @breaker
     async def slow() -> None:
+        started.set()
         await asyncio.Event().wait()
 
     task = asyncio.create_task(slow())
-    await asyncio.sleep(0)
+    await started.wait()  # inside the guarded call
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
