@@ -1,7 +1,7 @@
 """LoadBalancer: client-side balancing as an ``httpx.AsyncBaseTransport``.
 
 ``lb.client("user_service")`` is a real ``httpx.AsyncClient`` whose transport is
-this module's :class:`ServiceTransport`. For each request it picks an endpoint
+:class:`~zephyr_resilience._transport.ServiceTransport`. For each request it picks an endpoint
 (:mod:`~zephyr_resilience._strategies`), points the request at it and hands it to
 that endpoint's own pooled ``httpx.AsyncHTTPTransport``, so connections are reused
 as with a plain client. Around that: in-flight counts (until the body is closed), a
@@ -24,7 +24,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -38,11 +38,10 @@ from zephyr_resilience._exceptions import NoHealthyEndpoint
 from zephyr_resilience._health import ActiveChecker, Ejection, HealthCheck
 from zephyr_resilience._metrics import LB_REQUESTS, LB_RETRIES
 from zephyr_resilience._strategies import Strategy, make_strategy
+from zephyr_resilience._transport import PLACEHOLDER_HOST, ServiceTransport, TrackedStream
 
 logger = logging.getLogger("zephyr_resilience.balancer")
 
-#: The host of every ``lb.client()``'s base URL; a request to any other host is refused.
-PLACEHOLDER_HOST = "zephyr-lb.invalid"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Nothing of the request reached the server: safe to send elsewhere whatever the method.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -61,73 +60,6 @@ class _Service:
         self.strategy = strategy
         self.budget = budget
         self.breaker = breaker
-
-
-class _TrackedStream(httpx.AsyncByteStream):
-    """The response body; closing it ends the request's in-flight count."""
-
-    __slots__ = ("_endpoint", "_inner", "_open")
-
-    def __init__(self, inner: Any, endpoint: Endpoint) -> None:
-        self._inner = inner
-        self._endpoint = endpoint
-        self._open = True
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._endpoint.in_flight -= 1
-        await self._inner.aclose()
-
-
-class ServiceTransport(httpx.AsyncBaseTransport):
-    """The transport of ``lb.client(service)``: balances each request over the service."""
-
-    def __init__(self, balancer: LoadBalancer, service: _Service) -> None:
-        self.balancer = balancer
-        self.service = service
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host != PLACEHOLDER_HOST:
-            raise ConfigError(
-                f"lb.client({self.service.name!r}) takes paths relative to the service, "
-                f"like '/users/1'; got the absolute URL {str(request.url)!r}",
-                field="url",
-            )
-        balancer = self.balancer
-        if not balancer._started:
-            balancer._start()
-        breaker = self.service.breaker
-        if breaker is None:
-            return await balancer._send(self.service, request)
-        trial = breaker._before_async()  # open: fail fast, no connection attempt
-        try:
-            response = await balancer._send(self.service, request)
-        except Exception as exc:
-            breaker._failure(exc, trial)
-            raise
-        except BaseException:
-            if trial:
-                breaker._release()
-            raise
-        if response.status_code >= 500:
-            failure = httpx.HTTPStatusError(
-                f"{self.service.name} answered {response.status_code}",
-                request=request,
-                response=response,
-            )
-            breaker._failure(failure, trial)
-        else:
-            breaker._success(trial)
-        return response
-
-    async def aclose(self) -> None:
-        # The endpoints' pools belong to the balancer, shared by all its clients.
-        return None
 
 
 class LoadBalancer:
@@ -424,7 +356,7 @@ class LoadBalancer:
         else:
             _counter(service.name, endpoint, "ok").inc()
             endpoint.consecutive_failures = 0
-        response.stream = _TrackedStream(response.stream, endpoint)
+        response.stream = TrackedStream(response.stream, endpoint)
         return response
 
     # -- health and lifecycle --------------------------------------------------------
