@@ -3,13 +3,14 @@
 The registry belongs to the resilience extra; it is found through the
 ``zephyr.register`` entry-point group (a callable ``(service, url)`` returning an async
 context manager), so zephyr_core imports none of its siblings. The instance is
-announced once uvicorn listens and withdrawn when it stops; after a SIGKILL, or a
-SIGTERM (which uvicorn re-raises once it has shut down), the registry's TTL removes it.
+announced once uvicorn listens and withdrawn when it stops (Ctrl-C or SIGTERM); after
+a SIGKILL the registry's TTL removes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -49,6 +50,13 @@ def serve_registered(config: Any, service: str, url: str) -> None:
 
     registrar = load_registrar()
     registration = registrar(service, url)  # bad names and URLs fail before serving
+
+    def leave(signum: int, frame: object) -> None:
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it
+        # found: this one, which unwinds through the registration instead of dying.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
 
     async def main() -> None:
         server = uvicorn.Server(config)

@@ -82,6 +82,32 @@ async def test_zephyr_serve_register_and_sigkill(redis_url: str) -> None:
             proc.wait(10)
 
 
+@pytest.mark.slow
+async def test_zephyr_serve_register_leaves_at_sigterm(redis_url: str) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CACHE_URL": redis_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zephyr_core", "serve", "--app", "tests.resilience.backend:app",
+         "--port", str(port), "--register", "inventory", "--log-level", "warning"],
+        cwd=REPO, env=env,
+    )  # fmt: skip
+    lb = LoadBalancer(
+        health_check=None, services={}, discovery=[RedisDiscovery("inventory", redis_url)]
+    )
+    try:
+        async with lb:
+            await lb.start()
+            await wait_for(lambda: len(urls(lb, "inventory")) == 1, 30, "registration")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 20) == 0
+            # withdrawn at shutdown (published), not left to the 10 s TTL
+            assert await wait_for(lambda: urls(lb, "inventory") == [], 3, "departure") < 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_serve_register_rejects_bad_input() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "zephyr_core", "serve", "--app", "tests.resilience.backend:app",
