@@ -273,3 +273,27 @@ def test_proposal_example_shape() -> None:
         return {"ok": "yes"}
 
     assert asyncio.run(call_external_service()) == {"ok": "yes"}
+
+
+async def test_state_and_calls_on_the_metrics_endpoint() -> None:
+    import httpx
+
+    from zephyr_core._asgi import wrap
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not reached: /metrics is answered by the wrapper")
+
+    breaker = CircuitBreaker(failure_threshold=1, name="scraped")
+
+    @breaker
+    async def call() -> None:
+        raise ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable):
+        await call()
+    transport = httpx.ASGITransport(app=wrap(app))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        text = (await client.get("/metrics")).text
+    assert 'zephyr_circuit_breaker_state{name="scraped"} 1.0' in text
+    assert 'zephyr_circuit_breaker_calls_total{name="scraped",outcome="failure"} 1.0' in text
+    assert 'zephyr_circuit_breaker_transitions_total{name="scraped",to="open"} 1.0' in text
