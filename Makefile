@@ -21,8 +21,11 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+# The example shop calls examples/inventory through a load balancer; `zephyr up` starts it.
+DEMO_SERVICES ?= {"inventory": [{"url": "http://127.0.0.1:8001", "app": "examples.inventory.app:app"}]}
+
 demo: $(STAMP)
-	$(BIN)/zephyr up --app examples.shop.app:app -A examples.shop.jobs
+	SERVICE_REGISTRY='$(DEMO_SERVICES)' $(BIN)/zephyr up --app examples.shop.app:app -A examples.shop.jobs
 
 check: $(STAMP)
 	@echo "ruff check, ruff format --check: $(words $(PY_FILES)) files; mypy: $(PACKAGES)"

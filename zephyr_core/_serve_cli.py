@@ -36,8 +36,22 @@ def ensure_port_free(host: str, port: int) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--register",
+    "register_as",
+    metavar="NAME",
+    help="Announce this instance as service NAME in the service registry (resilience extra).",
+)
+@click.option("--advertise", metavar="URL", help="URL to announce (default: http://HOST:PORT).")
 def serve(
-    app_path: str | None, host: str, port: int, workers: int, reload: bool, log_level: str
+    app_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    reload: bool,
+    log_level: str,
+    register_as: str | None = None,
+    advertise: str | None = None,
 ) -> None:
     """Serve an ASGI app with /health, /health/live, /health/ready and /metrics."""
     import uvicorn
@@ -52,6 +66,17 @@ def serve(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     ensure_port_free(host, port)
+    if register_as:
+        from zephyr_core._serve_register import advertised_url, serve_registered
+
+        if workers != 1 or reload:
+            raise click.UsageError("--register works with one worker and without --reload")
+        config = uvicorn.Config(wrap(app), host=host, port=port, log_level=log_level)
+        try:
+            serve_registered(config, register_as, advertised_url(host, port, advertise))
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return
     if workers == 1 and not reload:
         uvicorn.run(wrap(app), host=host, port=port, log_level=log_level)
         return

@@ -35,12 +35,13 @@ from zephyr_core._urls import (
 
 JOB_QUEUE_BACKENDS = ("redis", "rabbitmq")
 CACHE_BACKENDS = ("redis", "memory", "dummy")
-LOAD_BALANCER_STRATEGIES = ("round_robin", "least_connections", "weighted")
+LOAD_BALANCER_STRATEGIES = ("round_robin", "least_connections", "weighted", "p2c")
 
 # Kubernetes resource quantities: CPU as cores ("0.5", "2") or millicores ("250m");
 # memory with a binary (Ki..Ei) or decimal (k, M, G..E) suffix, or plain bytes.
 _CPU = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_SERVICE_URL = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[^/\s:\[\]]+)(:\d+)?(/\S*)?$")
 _APP_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 # Fields whose value may hold a password: shown masked everywhere.
@@ -93,6 +94,9 @@ class Settings(BaseSettings):
     LOAD_BALANCER_STRATEGY: str = "round_robin"
     LOAD_BALANCER_HEALTH_CHECK: bool = True
     LOAD_BALANCER_HEALTH_INTERVAL: int = Field(30, ge=1)
+    # {"name": ["http://a:8000", {"url": "http://b:8000", "weight": 3}]}, as JSON; an entry
+    # with an "app" (module:attribute) on a loopback URL is started by `zephyr up`
+    SERVICE_REGISTRY: dict[str, list[str | dict[str, Any]]] = {}
 
     # Database
     DATABASE_URL: str | None = None
@@ -141,6 +145,33 @@ class Settings(BaseSettings):
     @classmethod
     def _strategy(cls, value: str) -> str:
         return _one_of(value, LOAD_BALANCER_STRATEGIES)
+
+    @field_validator("SERVICE_REGISTRY")
+    @classmethod
+    def _service_registry(
+        cls, value: dict[str, list[str | dict[str, Any]]]
+    ) -> dict[str, list[str | dict[str, Any]]]:
+        for name, entries in value.items():
+            if not entries:
+                raise ValueError(f"service {name!r} has an empty endpoint list")
+            for entry in entries:
+                url = entry.get("url") if isinstance(entry, dict) else entry
+                weight = entry.get("weight", 1) if isinstance(entry, dict) else 1
+                if not isinstance(url, str) or not re.match(
+                    r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", url
+                ):
+                    raise ValueError(
+                        f"service {name!r}: endpoint {url!r}: expected an http(s)://host[:port] URL"
+                    )
+                if isinstance(entry, dict) and (set(entry) - {"url", "weight", "app"}):
+                    raise ValueError(
+                        f"service {name!r}: entry {entry!r}: keys are url, weight and app"
+                    )
+                if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+                    raise ValueError(
+                        f"service {name!r}: weight={weight!r}: expected an integer >= 1"
+                    )
+        return value
 
     @field_validator("K8S_CPU_REQUEST", "K8S_CPU_LIMIT")
     @classmethod

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException
 
 from examples.shop.customers import close_store, open_store
+from examples.shop.inventory import close_inventory
+from examples.shop.inventory import router as inventory_router
 from examples.shop.jobs import router as jobs_router
 from examples.shop.profiles import router as profiles_router
 from zephyr_cache import close_caches
@@ -25,11 +27,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await close_store()
         await close_caches()  # flush the last cache counters to Redis
+        await close_inventory()
 
 
 app = FastAPI(title="zephyr shop example", lifespan=lifespan)
 app.include_router(profiles_router)
 app.include_router(jobs_router)
+app.include_router(inventory_router)
 
 PRODUCTS = {
     1: {"id": 1, "name": "kite", "price_cents": 2500},
