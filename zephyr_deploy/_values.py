@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from zephyr_core import ConfigError, Settings
+from zephyr_core import ConfigError, Settings, mask_url
 from zephyr_deploy._processes import container_processes
 
 #: Chart value paths that come from a setting: a refusal by the chart's schema names both.
@@ -84,7 +84,78 @@ def chart_values(
         }
         values["beat"] = {"command": list(beat.command)}
         values["flower"] = {"command": list(flower.command), "port": flower.port}
+    if external_redis_setting(settings):
+        # Settings name a Redis of your own: the chart's built-in trial Redis
+        # (redis.enabled auto) must not come up in its place.
+        values["redis"] = {"enabled": False}
     return values
+
+
+#: The settings naming a Redis; a non-local one is "a Redis of your own".
+REDIS_SETTINGS = ("JOB_QUEUE_URL", "CACHE_URL", "JOB_RESULT_URL")
+
+
+def _on_this_machine(url: str) -> bool:
+    """True for a URL no pod can reach: a unix socket, localhost or a loopback address."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme == "unix" or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def external_redis_setting(settings: Settings) -> str | None:
+    """The first of :data:`REDIS_SETTINGS` that names a server off this machine, if any.
+
+    The defaults (``redis://localhost:6379/...``) name none: a project that never set
+    them gets the chart's built-in Redis, as a bare ``helm install`` does.
+    """
+    for name in REDIS_SETTINGS:
+        url = getattr(settings, name)
+        if url and not _on_this_machine(url):
+            return name
+    return None
+
+
+def check_redis(settings: Settings, values: dict[str, Any]) -> None:
+    """Refuse values that leave the pods no Redis while Settings name one of your own.
+
+    The URL itself is not passed on: it may hold a password, which must never reach
+    a ConfigMap. The pods get it from existingSecret (or redis.url, without one).
+
+    Raises:
+        ConfigError: a Settings URL names a non-local Redis, the built-in one is off
+            (as :func:`chart_values` sets it), and neither existingSecret, redis.url
+            nor ``settings.JOB_QUEUE_URL``/``CACHE_URL`` tells the pods where it is.
+    """
+    name = external_redis_setting(settings)
+    redis = values.get("redis") or {}
+    chart_settings = values.get("settings") or {}
+    told = (
+        values.get("existingSecret")
+        or redis.get("url")
+        or "JOB_QUEUE_URL" in chart_settings
+        or "CACHE_URL" in chart_settings
+    )
+    if name is None or told or redis.get("enabled") is not False:
+        return
+    raise ConfigError(
+        f"{name}={mask_url(getattr(settings, name))!r} is not on this machine, so the "
+        "chart's built-in trial Redis stays off, and nothing tells the pods where yours is: "
+        "--set existingSecret=<a Secret with "
+        "JOB_QUEUE_URL and CACHE_URL keys> (or --set redis.url=redis://host:port when it has "
+        "no password)",
+        field=name,
+    )
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,13 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
     "existing-secret": {**BASE, **JOBS},
     "built-in-redis": {**BASE, "jobs": "shop.jobs", "redis": {"enabled": True}},
+    "keda-on-built-in-redis": {
+        **BASE,
+        "jobs": "shop.jobs",
+        "worker": {"autoscaling": {"enabled": True, "type": "keda"}},
+    },
+    "redis-off-with-secret": {**BASE, **JOBS, "redis": {"enabled": False}},
+    "redis-url": {**BASE, "jobs": "shop.jobs", "redis": {"url": "redis://redis.prod.svc:6379"}},
     "no-network-policy": {**BASE, **JOBS, "networkPolicy": {"enabled": False}},
     "service-monitor": {
         **BASE,
@@ -112,8 +119,20 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         ("worker.autoscaling.minReplicas (5)",),
     ),
     "keda without redis address": (
-        {"jobs": "shop.jobs", "worker": {"autoscaling": {"enabled": True}}},
+        {"jobs": "shop.jobs", "existingSecret": "s", "worker": {"autoscaling": {"enabled": True}}},
         ("keda", "redis.url"),
+    ),
+    "redis.enabled as a word": (
+        {"redis": {"enabled": "yes"}},
+        ("redis.enabled", "true, false, 'auto'"),
+    ),
+    "redis off and none configured": (
+        {"redis": {"enabled": False}},
+        ("redis.enabled is false", "existingSecret", "redis.url", "auto"),
+    ),
+    "built-in redis and redis.url": (
+        {"redis": {"enabled": True, "url": "redis://redis.prod.svc:6379"}},
+        ("redis.enabled is true", "redis.url"),
     ),
     "flower ingress without host": (
         {

@@ -171,9 +171,17 @@ def deployment(case: str, component: str) -> dict[str, Any]:
 def test_only_the_image_repository_set_renders_a_web_release_on_the_app_version() -> None:
     kinds = sorted(b["kind"] for b in rendered("only-repository"))
     assert kinds == [
-        "ConfigMap", "Deployment", "NetworkPolicy", "Pod", "PodDisruptionBudget",
-        "Service", "ServiceAccount",
-    ]  # fmt: skip
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Pod",
+        "PodDisruptionBudget",
+        "Service",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]  # fmt: skip  (the second Service, NetworkPolicy and the StatefulSet: the trial Redis)
     container = deployment("only-repository", "web")["spec"]["template"]["spec"]["containers"][0]
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container["image"] == f"ghcr.io/acme/shop:{app_version}"

@@ -138,10 +138,70 @@ def test_output_folder_holds_one_file_per_object_in_apply_order(
     )
     assert f"wrote {len(files)} objects" in result.err
     # Run again with fewer objects: no stale file is left behind.
-    again = zephyr("k8s", "generate", "-o", str(out), cwd=project, env=ENV)
+    again = zephyr(
+        "k8s", "generate", "-o", str(out), "--set", "existingSecret=s", cwd=project, env=ENV
+    )
     assert again.code == 0
     assert len(list(out.glob("*.yaml"))) < len(files)
     assert not any("redis" in f.name for f in out.glob("*.yaml"))
+
+
+def redis_objects(bodies: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{b['kind']}/{b['metadata']['name']}"
+        for b in bodies
+        if b["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+    ]
+
+
+def config_data(bodies: list[dict[str, Any]]) -> dict[str, str]:
+    (config,) = [b for b in bodies if b["kind"] == "ConfigMap"]
+    return config["data"] or {}
+
+
+def test_local_redis_settings_get_the_built_in_trial_redis(project: Path) -> None:
+    """The defaults (localhost) reach no pod: generate renders what a bare helm install does."""
+    result = zephyr("k8s", "generate", cwd=project, env={**ENV, "CACHE_URL": "redis://127.0.0.1/1"})
+    assert result.code == 0, result.err
+    bodies = objects(result.out)
+    assert "StatefulSet/shop-zephyr-app-redis" in redis_objects(bodies)
+    assert (
+        config_data(bodies)["JOB_QUEUE_URL"]
+        == "redis://shop-zephyr-app-redis.production.svc:6379/0"
+    )
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        {"JOB_QUEUE_URL": "redis://:s3cret@redis.prod:6379/0"},
+        {"CACHE_URL": "rediss://:s3cret@cache.prod:6380/1"},
+    ],
+    ids=["JOB_QUEUE_URL", "CACHE_URL"],
+)
+def test_a_remote_redis_in_settings_never_turns_on_the_built_in_one(
+    project: Path, remote: dict[str, str]
+) -> None:
+    (setting,) = remote
+    env = {**ENV, **remote}
+    told = zephyr("k8s", "generate", "--set", "existingSecret=shop-env", cwd=project, env=env)
+    assert told.code == 0, told.err
+    bodies = objects(told.out)
+    assert redis_objects(bodies) == []
+    assert not {"JOB_QUEUE_URL", "CACHE_URL"} & set(config_data(bodies))  # the Secret's files
+    assert "s3cret" not in told.out
+    by_url = zephyr(
+        "k8s", "generate", "--set", "redis.url=redis://redis.prod:6379", cwd=project, env=env
+    )
+    assert by_url.code == 0, by_url.err
+    assert redis_objects(objects(by_url.out)) == []
+    # Nothing tells the pods where it is (its URL may hold a password: never passed on).
+    untold = zephyr("k8s", "generate", cwd=project, env=env)
+    assert untold.code == 2, untold.err
+    assert untold.out == "" and "Traceback" not in untold.err and "s3cret" not in untold.err
+    (line,) = [line for line in untold.err.splitlines() if line.lower().startswith("error")]
+    for word in (setting, "built-in trial Redis stays off", "existingSecret", "redis.url"):
+        assert word in line
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,7 @@ def rendering(
 
     from zephyr_deploy._image import image_name
     from zephyr_deploy._project import project_name
-    from zephyr_deploy._values import chart_values, merged
+    from zephyr_deploy._values import chart_values, check_redis, merged
 
     settings = settings or get_settings()
     app_path = app_path or settings.ZEPHYR_APP
@@ -88,6 +88,7 @@ def rendering(
             values = merged(values, helm_python.parse_set_string(expression))
         except helm_python.HelmError as exc:
             raise click.BadParameter(f"{expression!r}: {exc}", param_hint="--set") from None
+    check_redis(settings, values)
     release = release or project
     try:
         helm_python.validate_release_name(release)

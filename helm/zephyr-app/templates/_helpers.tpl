@@ -75,6 +75,31 @@ labels:
 {{- if or .Values.existingSecret (and (include "zephyr-app.flowerEnabled" .) .Values.flower.basicAuth.existingSecret) }}true{{ end }}
 {{- end }}
 
+{{/* Whether the pods are pointed at a Redis of the user's own: redis.url, existingSecret
+     (its JOB_QUEUE_URL and CACHE_URL keys), or JOB_QUEUE_URL/CACHE_URL in settings. */}}
+{{- define "zephyr-app.externalRedis" -}}
+{{- $settings := .Values.settings | default dict }}
+{{- if or .Values.redis.url .Values.existingSecret (hasKey $settings "JOB_QUEUE_URL") (hasKey $settings "CACHE_URL") }}true{{ end }}
+{{- end }}
+
+{{/* Whether the built-in Redis is deployed: redis.enabled true, or "auto" (the default)
+     while no Redis of the user's own is configured, so a bare install works. */}}
+{{- define "zephyr-app.builtInRedis" -}}
+{{- $enabled := toString .Values.redis.enabled }}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (not (include "zephyr-app.externalRedis" .))) }}true{{ end }}
+{{- end }}
+
+{{/* The Redis the ConfigMap hands the pods and KEDA reads: the built-in one, else
+     redis.url (may be empty). The built-in one by its namespaced Service name, so KEDA's
+     operator (in its own namespace) resolves it too. It has no password: not secret. */}}
+{{- define "zephyr-app.redisURL" -}}
+{{- if include "zephyr-app.builtInRedis" . }}
+{{- printf "redis://%s-redis.%s.svc:6379" (include "zephyr-app.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
 {{- define "zephyr-app.flowerEnabled" -}}
 {{- if and .Values.jobs .Values.flower.enabled }}true{{ end }}
 {{- end }}
@@ -225,10 +250,14 @@ checksum/secret-name: {{ printf "%s/%s" .Values.existingSecret .Values.flower.ba
 {{- if and .Values.flower.ingress.enabled (not .Values.flower.ingress.host) }}
 {{- fail "flower.ingress.enabled needs flower.ingress.host (the host name Flower answers on)" }}
 {{- end }}
-{{- if and .Values.redis.enabled .Values.redis.url }}
-{{- fail "redis.enabled and redis.url: choose the built-in Redis or an external one" }}
+{{- $redisEnabled := toString .Values.redis.enabled }}
+{{- if and (eq $redisEnabled "true") .Values.redis.url }}
+{{- fail "redis.enabled is true and redis.url is set: choose the built-in Redis or an external one (leave redis.enabled at auto and the built-in one stays off while redis.url is set)" }}
 {{- end }}
-{{- if and .Values.worker.autoscaling.enabled (eq .Values.worker.autoscaling.type "keda") (not .Values.redis.enabled) (not .Values.redis.url) }}
-{{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port) or redis.enabled" }}
+{{- if and (eq $redisEnabled "false") (not (include "zephyr-app.externalRedis" .)) }}
+{{- fail "redis.enabled is false and no Redis is configured: the pods would look for one at localhost and never be ready; set existingSecret (a Secret with JOB_QUEUE_URL and CACHE_URL) or redis.url (redis://host:6379, no password), or leave redis.enabled at auto for the built-in trial Redis" }}
+{{- end }}
+{{- if and .Values.jobs .Values.worker.autoscaling.enabled (eq .Values.worker.autoscaling.type "keda") (not (include "zephyr-app.redisURL" .)) }}
+{{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port), or redis.enabled=true for the built-in one" }}
 {{- end }}
 {{- end }}
