@@ -248,3 +248,18 @@ def test_the_rollout_wait_gives_up_at_its_deadline_naming_what_is_not_ready(
         )  # fmt: skip
     assert len(seen) == 4  # at 0, 4, 8 and 12 s
     assert "Deployment/shop-zephyr-app (0/3 ready)" in str(caught.value)
+
+
+def test_kubeconfig_is_read_from_the_environment_of_the_call(
+    server: StandInApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubernetes client freezes KUBECONFIG when first imported; we read it per call."""
+    from kubernetes.config import kube_config
+
+    from zephyr_deploy._k8s.cluster import Cluster
+
+    # As if the client had been imported while KUBECONFIG named another file.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "gone"))
+    monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path)))
+    cluster = Cluster.connect()
+    assert (cluster.context, cluster.server) == ("standin", server.url)

@@ -13,6 +13,7 @@ API error becomes :class:`~zephyr_deploy.DeployError` with the API server's mess
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -80,11 +81,16 @@ class Cluster:
         from kubernetes import client, config
 
         configuration = client.Configuration()
+        # The client reads KUBECONFIG once, when it is first imported: name the file
+        # (or ':'-separated files) as the environment says now.
+        kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
         try:
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                context=context, client_configuration=configuration
+                config_file=kubeconfig, context=context, client_configuration=configuration
             )
-            _, active = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+            _, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig
+            )
             name = context or str(active["name"])
         except (config.ConfigException, FileNotFoundError) as exc:
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,8 @@ class KubernetesDiscovery:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                # The client reads KUBECONFIG once, when first imported: pass it now.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
             api_client = client.ApiClient()
         return client.DiscoveryV1Api(api_client)
 
