@@ -7,6 +7,7 @@ no working subcommand and says which extra to install.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -31,16 +32,31 @@ def _commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group="zephyr.commands")}
 
 
+def missing_extra_advice(name: str, missing: str) -> str:
+    """What ``zephyr NAME`` says when ``missing`` (a module of its extra) is not installed."""
+    extra = EXTRAS.get(name, name)
+    # zephyr-infra is not on PyPI yet: the install is from a checkout (README, Install).
+    return (
+        f"'zephyr {name}' needs the {extra!r} extra ({missing} is not installed): "
+        f"pip install -e '.[{extra}]' in a checkout of zephyr-infra"
+    )
+
+
+def require_modules(name: str, *modules: str) -> None:
+    """Fail as a usage error naming the extra when a module ``zephyr NAME`` needs is missing.
+
+    For subcommands whose extra's libraries are imported only by some of their commands.
+    """
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise click.UsageError(missing_extra_advice(name, module))
+
+
 class MissingExtra(click.Command):
     """Stands in for a subcommand whose extra is not installed, and says so."""
 
     def __init__(self, name: str, missing: str) -> None:
-        extra = EXTRAS.get(name, name)
-        # zephyr-infra is not on PyPI yet: the install is from a checkout (README, Install).
-        self.advice = (
-            f"'zephyr {name}' needs the {extra!r} extra ({missing} is not installed): "
-            f"pip install -e '.[{extra}]' in a checkout of zephyr-infra"
-        )
+        self.advice = missing_extra_advice(name, missing)
         super().__init__(name, help=self.advice, callback=self._fail)
 
     def _fail(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from zephyr_core import ConfigError, Settings, get_settings
+from zephyr_core.cli import require_modules
 from zephyr_deploy._exceptions import DeployError
 
 DOCKERFILE = "Dockerfile"
@@ -51,18 +52,6 @@ def _settings() -> Settings:
     return get_settings()
 
 
-def _need(*modules: str) -> None:
-    """Fail in one line, naming the extra, when a library of the ``docker`` extra is missing."""
-    import importlib.util
-
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            raise click.UsageError(
-                f"'zephyr docker' needs the 'docker' extra ({module} is not installed): "
-                "pip install 'zephyr-infra[docker]'"
-            )
-
-
 @docker.command()
 @_app_option
 @click.option(
@@ -90,7 +79,7 @@ def init(
     """Write a Dockerfile and a .dockerignore for the project in this folder."""
     import re
 
-    _need("jinja2")
+    require_modules("docker", "jinja2")
 
     from zephyr_deploy._dockerfile import (
         DockerfileOptions,
@@ -160,7 +149,7 @@ def compose(
     """Write docker-compose.yml: web, worker, beat, Flower, Redis (and PostgreSQL)."""
     import os
 
-    _need("jinja2")
+    require_modules("docker", "jinja2")
 
     from zephyr_deploy._compose import ComposeOptions, render_compose
     from zephyr_deploy._files import check_writable, write_all
@@ -204,7 +193,7 @@ def _check_jobs_module(jobs_module: str) -> None:
 
 
 def _image(tag: str | None) -> str:
-    _need("docker")
+    require_modules("docker", "docker")
     from zephyr_deploy._image import image_reference
     from zephyr_deploy._project import project_name
 

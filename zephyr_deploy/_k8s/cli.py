@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from zephyr_core import ConfigError, Settings, get_settings
+from zephyr_core.cli import require_modules
 from zephyr_deploy._exceptions import DeployError
 
 COMPONENTS = ("web", "worker", "beat", "flower")
@@ -67,7 +68,7 @@ def rendering(
     settings: Settings | None = None,
 ) -> Rendering:
     """Settings + ``--set`` -> the rendered chart (bad input: ConfigError, exit 2)."""
-    _need("helm_python", "yaml")
+    require_modules("k8s", "helm_python", "yaml")
     import helm_python
 
     from zephyr_deploy._image import image_name
@@ -112,17 +113,6 @@ def check_namespace(namespace: str) -> None:
             "letters, digits and '-', at most 63 characters, starting and ending alphanumeric",
             field="K8S_NAMESPACE",
         )
-
-
-def _need(*modules: str) -> None:
-    import importlib.util
-
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            raise click.UsageError(
-                f"'zephyr k8s' needs the 'k8s' extra ({module} is not installed): "
-                "pip install 'zephyr-infra[k8s]'"
-            )
 
 
 @k8s.command()
@@ -171,7 +161,7 @@ def _cluster_options(function: Any) -> Any:
 
 
 def _connect(context: str | None) -> Any:
-    _need("kubernetes", "yaml")
+    require_modules("k8s", "kubernetes", "yaml")
     from zephyr_deploy._k8s.cluster import Cluster
 
     return Cluster.connect(context)
