@@ -9,6 +9,8 @@ Example:
     >>> result = await handle.wait(timeout=30)
 """
 
+from typing import Any as _Any
+
 from zephyr_celery._app import create_app, get_app, set_app
 from zephyr_celery._exceptions import (
     EnqueueError,
@@ -41,3 +43,11 @@ __all__ = [
     "scheduler",
     "set_app",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    # `celery -A zephyr_celery ...` looks for the module's `app`: the process-wide app,
+    # made on first use (Celery's CLI never calls a factory such as get_app).
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -86,6 +86,14 @@ def test_the_celery_cli_and_zephyr_jobs_celery_reach_a_real_worker(
         )  # fmt: skip
         assert factory.returncode == 0, factory.stdout + factory.stderr
         assert "pong" in factory.stdout
+
+        # Celery's own CLI on the package itself: its `app` is the process-wide app.
+        package = run(
+            [sys.executable, "-m", "celery", "-A", "zephyr_celery", "inspect", "ping"],
+            tmp_path, env,
+        )  # fmt: skip
+        assert package.returncode == 0, package.stdout + package.stderr
+        assert "pong" in package.stdout
     app.close()
 
 
