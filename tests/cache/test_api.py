@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
+from theine.write_buffer import BufferSize
 
-from tests.servers import wait_until
 from zephyr_cache import Cache, configure, get_cache
 from zephyr_core import ConfigError
 
@@ -177,4 +177,7 @@ async def test_memory_is_bounded_by_max_size() -> None:
     for i in range(1000):
         await get_cache().set(f"k{i}", i)
     backend = get_cache()._store.backend  # type: ignore[attr-defined]
-    wait_until(lambda: len(backend) <= 100, 5, "evictions down to max_size")
+    # theine admits writes through a buffer of BufferSize entries that it drains on a
+    # later write when its core is busy (its maintenance thread holds the core's lock
+    # each second): up to that many recent entries may wait there, counted, unevicted.
+    assert len(backend) <= 100 + BufferSize
