@@ -104,6 +104,8 @@ class AsyncPool(BasePool):  # type: ignore[misc]
 
     signal_safe = True
     is_green = False
+    # Celery's banner names the pool by its module: "concurrency: 100 (zephyr_celery)".
+    __module__ = "zephyr_celery"
     # A job waiting on another's result would block every job of the loop.
     task_join_will_block = True
 
@@ -272,6 +274,7 @@ class AsyncPool(BasePool):  # type: ignore[misc]
             args, kwargs, embed = loads_message(body, content_type, encoding, accept=self._accept)
         else:
             args, kwargs, embed = body
+        started = time.monotonic()
         try:
             coro = entry.fn(*args, **kwargs)
             if entry.timeout is not None:
@@ -284,9 +287,17 @@ class AsyncPool(BasePool):  # type: ignore[misc]
         except Exception as exc:  # the task body retries or records it, as on any pool
             outcome = Outcome(error=exc)
         decoded = (name, task_id, request, (args, kwargs, embed), None, None)
+        ran = time.monotonic() - started
+
+        def trace() -> Any:
+            # The tracer times only itself: add the coroutine's time to the runtime
+            # Celery logs and sends in task-succeeded.
+            flag, value, runtime = entry.target(*decoded, **entry.kwargs)
+            return flag, value, (runtime + ran if runtime is not None else None)
+
         set_outcome(outcome)
         try:
-            apply_target(entry.target, decoded, entry.kwargs, entry.callback)
+            apply_target(trace, (), None, entry.callback)
         finally:
             set_outcome(None)
             del outcome
