@@ -149,7 +149,9 @@ def test_two_processes_stop_together(redis_url: str, async_jobs: Any) -> None:
             proc.send_signal(sig)
             code = proc.wait(60)
             assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
-            wait_until(lambda: not any(_alive(p) for p in children), 30, "the workers to exit")
+            wait_until(
+                lambda pids=children: not any(_alive(p) for p in pids), 30, "the workers to exit"
+            )
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

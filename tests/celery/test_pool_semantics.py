@@ -8,6 +8,7 @@ for Flower, revoke with terminate, and the report of a job that blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections import defaultdict
 from typing import Any
@@ -47,7 +48,7 @@ async def test_retries_with_backoff_then_succeeds(pool_worker: PoolWorker) -> No
     handle = await pool_worker.jobs.flaky.delay("f")
     assert await handle.wait(timeout=60) == 3
     times = [float(t) for t in pool_worker.counter.lrange("f:at", 0, -1)]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # delay 0.2 doubling, equal jitter: at least half of 0.2, then half of 0.4.
     assert len(gaps) == 2 and gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps
 
