@@ -7,11 +7,14 @@ each job to a child process that runs one job at a time; this pool runs up to
 ``limit`` async jobs at once as tasks on the worker process's long-lived event loop
 (:func:`zephyr_celery._runner.process_loop`), so jobs that wait on I/O overlap.
 
-A job goes through two steps on the loop thread: its coroutine (with its
-``timeout``, which cancels it), then Celery's tracer, synchronously, with the
+A job goes through three steps on the loop thread: its coroutine (with its
+``timeout``, which cancels it); then Celery's tracer, synchronously, with the
 outcome handed to the task body (:func:`zephyr_celery._runner.set_outcome`): the
-tracer stores the result, raises ``Retry``, records the failure and calls the
-request's callbacks (acks, task events) exactly as on any pool.
+tracer stores the result, raises ``Retry`` and records the failure as on any pool;
+then, for all the jobs that finished in the same turn of the loop, one pipelined
+round trip stores their results (our Redis backend's ``defer``) before the request's
+callbacks run (acks, task events). Prefork children and the threads pool pay one
+blocking round trip per job for the result.
 
 Sync jobs and plain Celery tasks run on a thread pool beside the loop.
 
@@ -40,11 +43,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
 from celery.app.trace import loads_message
 from celery.concurrency.base import BasePool, apply_target
+from celery.exceptions import WorkerShutdown, WorkerTerminate
 from kombu.serialization import prepare_accept_content
 
 from zephyr_celery._loop_watch import LoopWatch
+from zephyr_celery._redis.backend import RedisBackend
 from zephyr_celery._runner import Outcome, process_loop, set_outcome, with_timeout
 
 logger = logging.getLogger("zephyr_celery")
@@ -65,8 +72,8 @@ class _Entry:
     """
 
     __slots__ = (
-        "__weakref__", "accept", "args", "callback", "fn", "kwargs", "loop", "name", "target",
-        "task", "terminated", "timeout",
+        "__weakref__", "accept", "args", "callback", "finished", "fn", "kwargs", "loop", "name",
+        "target", "task", "terminated", "timeout",
     )  # fmt: skip
 
     def __init__(
@@ -86,6 +93,7 @@ class _Entry:
         self.task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.terminated = False
+        self.finished = False  # its callback waits for the next _flush
 
     def terminate(self, signal: Any = None) -> None:
         """Cancel the job's coroutine; one not started yet never starts."""
@@ -123,6 +131,10 @@ class AsyncPool(BasePool):  # type: ignore[misc]
         self._running: set[_Entry] = set()
         self._wakeup_due = False
         self._closing = False
+        # Results and callbacks of the jobs finished in this turn of the loop (_flush).
+        self._stores: list[tuple[bytes, Any, int, tuple[Any, ...]]] = []
+        self._finished: list[tuple[_Entry, Any]] = []
+        self._flush_due = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -257,12 +269,17 @@ class AsyncPool(BasePool):  # type: ignore[misc]
         except Exception:
             logger.exception("async pool: job %s could not be run", entry.name)
         finally:
-            with self._lock:
-                self._running.discard(entry)
-                if not self._running:
-                    self._idle.notify_all()
-            if self._waiting:
-                self._admit()
+            if not entry.finished:
+                self._release(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        """The job's slot is free (its callbacks have run): start the next one."""
+        with self._lock:
+            self._running.discard(entry)
+            if not self._running:
+                self._idle.notify_all()
+        if self._waiting:
+            self._admit()
 
     async def _run_job(self, entry: _Entry) -> None:
         if entry.accept is not None:  # task-started, and the ack if not acks_late
@@ -295,12 +312,59 @@ class AsyncPool(BasePool):  # type: ignore[misc]
             flag, value, runtime = entry.target(*decoded, **entry.kwargs)
             return flag, value, (runtime + ran if runtime is not None else None)
 
+        backend = self.app.backend  # this thread's (Celery keeps one per thread)
         set_outcome(outcome)
         try:
-            apply_target(trace, (), None, entry.callback)
+            if isinstance(backend, RedisBackend):
+                with backend.defer(self._stores):
+                    ret = self._trace(trace)
+            else:
+                ret = self._trace(trace)
         finally:
             set_outcome(None)
             del outcome
+        if ret is not None:
+            # Acks and task events once the result is stored: after the batch.
+            entry.finished = True
+            self._finished.append((entry, ret))
+            if not self._flush_due:
+                self._flush_due = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    @staticmethod
+    def _trace(trace: Callable[[], Any]) -> Any:
+        """Celery's tracer, with apply_target's handling of what escapes it."""
+        try:
+            return trace()
+        except (WorkerShutdown, WorkerTerminate):
+            raise
+        except Exception:
+            raise
+        except BaseException as exc:  # like apply_target: the job's worker is "lost"
+            try:
+                raise WorkerLostError(repr(exc)) from exc
+            except WorkerLostError:
+                return (1, ExceptionInfo(), None)
+
+    def _flush(self) -> None:
+        """On the loop: store the results of the jobs that just finished, in one round
+        trip, then run their callbacks (acks_late acks, task-succeeded events)."""
+        self._flush_due = False
+        stores, self._stores = self._stores, []
+        finished, self._finished = self._finished, []
+        if stores:
+            backend = self.app.backend
+            try:
+                backend.store_deferred(stores)
+            except Exception:
+                logger.exception("async pool: storing %d results failed", len(stores))
+        for entry, ret in finished:
+            try:
+                entry.callback(ret)
+            except Exception:
+                logger.exception("async pool: the completion of job %s failed", entry.name)
+            finally:
+                self._release(entry)
 
 
 __all__ = ["DEFAULT_ASYNC_CONCURRENCY", "DEFAULT_SYNC_THREADS", "AsyncPool"]
