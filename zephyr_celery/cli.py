@@ -282,11 +282,11 @@ def worker(
     loglevel: str,
 ) -> None:
     """Run a Celery worker on your jobs (until SIGTERM: running jobs finish first)."""
+    if processes is not None and pool != "async":
+        raise BadUsage(f"--processes is for the async pool; with -P {pool}, -c sets processes")
     app = load_app(app_spec, required=True)
     if queues is not None and not [q for q in queues.split(",") if q.strip()]:
         raise BadUsage(f"-Q/--queues {queues!r}: name at least one queue, e.g. -Q default,mail")
-    if processes is not None and pool != "async":
-        raise BadUsage(f"--processes is for the async pool; with -P {pool}, -c sets processes")
     if pool == "async":
         concurrency = concurrency or DEFAULT_ASYNC_CONCURRENCY
         # Celery's --pool choices are fixed at import: the class goes in by config.

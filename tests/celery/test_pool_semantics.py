@@ -34,6 +34,13 @@ async def test_async_jobs_overlap_on_one_process(pool_worker: PoolWorker) -> Non
     assert await handles[0].status() == "SUCCESS"
 
 
+async def test_the_worker_runs_the_async_pool_by_default(pool_worker: PoolWorker) -> None:
+    assert "concurrency: 8 (zephyr_celery)" in pool_worker.proc.text()
+    stats = await asyncio.to_thread(pool_worker.jobs.app.control.inspect(timeout=3).stats)
+    (pool,) = [node["pool"] for node in (stats or {}).values()]
+    assert (pool["max-concurrency"], pool["running"], pool["waiting"]) == (8, 0, 0)
+
+
 async def test_timeout_cancels_the_coroutine_and_fails_the_job(pool_worker: PoolWorker) -> None:
     handle = await pool_worker.jobs.slow.delay("t")
     with pytest.raises(JobFailed) as caught:
