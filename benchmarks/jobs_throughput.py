@@ -13,6 +13,13 @@ median of 3. Then:
 - the round trip of one job on an idle worker (p50, p99);
 - CPU per job in each worker process (from /proc, over the three load runs) and the
   workers' resident memory (all their processes) after the load;
+- with ``--with-taskiq``, taskiq with taskiq-redis (its documented setup: a
+  ``ListQueueBroker`` with the ``RedisAsyncResultBackend``, ``taskiq worker --workers 2``,
+  ``await task.kiq()`` then ``wait_result()``), median of 3, from its own virtual
+  environment (``--taskiq-venv``, made with pip when missing: taskiq-redis pins a
+  redis-py of its own);
+- with ``--scale``, one ``zephyr jobs worker --processes 1`` against two of them on
+  the same Redis and cores (the scale goal: two drain 1.8x what one does);
 - with ``--aio-pool DIR`` (the unpacked ``celery-aio-pool`` wheel, never installed
   here), plain Celery with that pool (``-P custom``) on an ``async def`` task.
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -105,6 +113,69 @@ AIO = textwrap.dedent(
         return i
     """
 )
+
+
+TASKIQ = textwrap.dedent(
+    """
+    import os
+
+    from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend
+
+    url = os.environ["BENCH_REDIS"]
+    broker = ListQueueBroker(url).with_result_backend(RedisAsyncResultBackend(url))
+
+
+    @broker.task
+    async def test_job(data: str) -> str:
+        return f"processed_{data}"
+    """
+)
+
+#: Run by taskiq's interpreter: warm up, then the load; prints jobs/s.
+TASKIQ_CLIENT = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    import time
+
+    from bench_taskiq import broker, test_job
+
+
+    async def main(n):
+        await broker.startup()
+        for _ in range(20):
+            await (await test_job.kiq("warm")).wait_result(timeout=60, check_interval=0.01)
+        start = time.perf_counter()
+        tasks = [await test_job.kiq(f"data_{i}") for i in range(n)]
+        for task in tasks:
+            result = await task.wait_result(timeout=300, check_interval=0.01)
+        assert result.return_value == f"processed_data_{n - 1}", result
+        print(n / (time.perf_counter() - start))
+        await broker.shutdown()
+
+
+    asyncio.run(main(int(sys.argv[1])))
+    """
+)
+
+
+def taskiq_python(venv: Path) -> Path:
+    """The taskiq virtual environment's interpreter; made with pip when missing."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "taskiq", "taskiq-redis"], check=True
+        )
+    return python
+
+
+def taskiq_load(python: Path, directory: Path, env: dict[str, str], n: int) -> float:
+    done = subprocess.run(
+        [str(python), str(directory / "bench_taskiq_client.py"), str(n)],
+        cwd=directory, env=env, capture_output=True, text=True, check=True, timeout=900,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 @contextmanager
@@ -265,6 +336,11 @@ def main() -> None:
     parser.add_argument("--pool", default=None, help="our worker's pool (default: async)")
     parser.add_argument("--processes", type=int, default=None, help="our worker's processes")
     parser.add_argument("--aio-pool", type=Path, default=None, help="unpacked celery-aio-pool")
+    parser.add_argument("--with-taskiq", action="store_true", help="measure taskiq too")
+    parser.add_argument("--scale", action="store_true", help="one worker against two")
+    parser.add_argument(
+        "--taskiq-venv", type=Path, default=Path(tempfile.gettempdir()) / "zephyr-bench-taskiq"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="zephyr-bench-") as tmp:
@@ -275,6 +351,8 @@ def main() -> None:
             (directory / "bench_ours.py").write_text(OURS)
             (directory / "bench_plain.py").write_text(PLAIN)
             (directory / "bench_aio.py").write_text(AIO)
+            (directory / "bench_taskiq.py").write_text(TASKIQ)
+            (directory / "bench_taskiq_client.py").write_text(TASKIQ_CLIENT)
             url = redis.url(0)
             env = dict(os.environ, PYTHONPATH=f"{directory}{os.pathsep}{ROOT}")
             env.update(JOB_QUEUE_URL=url, BENCH_REDIS=url)
@@ -327,6 +405,29 @@ def run(
             )
             figures["plain_mixed"] = plain_mixed(plain, plain_mixed_n)
         redis.flushall()
+
+        if args.scale:
+            one = [*ours_worker, "--processes", "1"]
+            for count in (1, 2):
+                with contextlib.ExitStack() as stack:
+                    for index in range(count):
+                        stack.enter_context(
+                            worker([*one, "-n", f"scale{index}@%h"], directory, env)
+                        )
+                    loop.run_until_complete(ours_round_trips(ours, 20))
+                    rates = [loop.run_until_complete(ours_end_to_end(ours, n)) for _ in range(runs)]
+                    figures[f"scale_{count}"] = statistics.median(rates)
+                redis.flushall()
+
+        if args.with_taskiq:
+            python = taskiq_python(args.taskiq_venv)
+            taskiq_env = dict(env, PYTHONPATH=str(directory))
+            taskiq_worker = [str(python.with_name("taskiq")), "worker", "bench_taskiq:broker",
+                             "--workers", "2", "--log-level", "WARNING"]  # fmt: skip
+            with worker(taskiq_worker, directory, taskiq_env):
+                rates = [taskiq_load(python, directory, taskiq_env, n) for _ in range(runs)]
+                figures["taskiq_e2e"] = statistics.median(rates)
+            redis.flushall()
 
         if args.aio_pool:
             import bench_aio  # type: ignore[import-not-found]
@@ -388,6 +489,14 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"CPU per job, each worker process (µs): ours {us(figures['ours_cpu'])} = "
           f"{sum(figures['ours_cpu']):.0f}; raw Celery {us(figures['plain_cpu'])} = "
           f"{sum(figures['plain_cpu']):.0f}")  # fmt: skip
+    if "scale_1" in figures:
+        print(f"scale: one worker process {figures['scale_1']:,.0f} jobs/s, two "
+              f"{figures['scale_2']:,.0f} jobs/s: {figures['scale_2'] / figures['scale_1']:.2f}x")  # fmt: skip
+    if "taskiq_e2e" in figures:
+        print(f"taskiq end to end: {figures['taskiq_e2e']:,.0f} jobs/s (median of {args.runs}); "
+              f"ours / taskiq {figures['ours_e2e'] / figures['taskiq_e2e']:.2f}x")  # fmt: skip
+    else:
+        print("taskiq: not measured (--with-taskiq)")
     if "aio_e2e" in figures:
         line("celery-aio-pool: end to end", figures["ours_e2e"], figures["aio_e2e"], "jobs/s", rate)
         print(f"{'  (ratio: ours / celery-aio-pool)':<36}")
@@ -401,6 +510,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         "round trip p50 <= 2 ms": statistics.median(ours_rt) <= 0.002,
         "worker RSS <= 1.2x plain Celery": figures["ours_rss"] <= 1.2 * figures["plain_rss"],
     }
+    if "taskiq_e2e" in figures:
+        goals["end to end >= 1.0x taskiq"] = figures["ours_e2e"] >= figures["taskiq_e2e"]
     for goal, met in goals.items():
         print(f"goal {goal:<36} {'met' if met else 'MISSED'}")
 
