@@ -490,8 +490,10 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
           f"{sum(figures['ours_cpu']):.0f}; raw Celery {us(figures['plain_cpu'])} = "
           f"{sum(figures['plain_cpu']):.0f}")  # fmt: skip
     if "scale_1" in figures:
-        print(f"scale: one worker process {figures['scale_1']:,.0f} jobs/s, two "
-              f"{figures['scale_2']:,.0f} jobs/s: {figures['scale_2'] / figures['scale_1']:.2f}x")  # fmt: skip
+        one, two = figures["scale_1"], figures["scale_2"]
+        print(
+            f"scale: one worker process {one:,.0f} jobs/s, two {two:,.0f} jobs/s: {two / one:.2f}x"
+        )
     if "taskiq_e2e" in figures:
         print(f"taskiq end to end: {figures['taskiq_e2e']:,.0f} jobs/s (median of {args.runs}); "
               f"ours / taskiq {figures['ours_e2e'] / figures['taskiq_e2e']:.2f}x")  # fmt: skip
