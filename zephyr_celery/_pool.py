@@ -21,7 +21,8 @@ Sync jobs and plain Celery tasks run on a thread pool beside the loop.
 What the worker's controls do here:
 
 - revoke with ``terminate=True`` cancels the job's coroutine (Celery marks it
-  revoked and acknowledges it); one still waiting for a slot never starts.
+  revoked and acknowledges it); a job revoked (with or without terminate) while it
+  waits for a slot never starts.
 - warm shutdown (SIGTERM): jobs waiting for a slot are dropped unacknowledged (the
   broker returns them), running ones finish.
 - cold shutdown: running jobs are cancelled, unacknowledged (returned to the queue).
@@ -282,6 +283,9 @@ class AsyncPool(BasePool):  # type: ignore[misc]
             self._admit()
 
     async def _run_job(self, entry: _Entry) -> None:
+        request = getattr(entry.callback, "__self__", None)  # Celery's Request
+        if request is not None and not entry.terminated and request.revoked():
+            return  # revoked while it waited for a slot: Celery marked and acked it
         if entry.accept is not None:  # task-started, and the ack if not acks_late
             entry.accept(os.getpid(), time.monotonic())
         if entry.terminated:  # terminated while it waited: Celery revoked it on accept

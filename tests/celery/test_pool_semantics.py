@@ -148,3 +148,30 @@ async def test_task_events_for_flower(pool_worker: PoolWorker) -> None:
     assert events[ok.id] == ["task-sent", "task-received", "task-started", "task-succeeded"]
     assert "task-retried" in events[retried.id] and "task-succeeded" in events[retried.id]
     assert "task-retried" in events[failed.id] and "task-failed" in events[failed.id]
+
+
+async def test_a_revoked_job_waiting_for_a_slot_never_starts(pool_worker: PoolWorker) -> None:
+    jobs, counter = pool_worker.jobs, pool_worker.counter
+    busy = [await jobs.long.delay(f"b{i}") for i in range(8)]  # all 8 slots
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(counter.get(f"b{i}:started") for i in range(8)),
+        30,
+        "the slots to fill",
+    )
+    waiting = await jobs.long.delay("w")
+    await asyncio.to_thread(
+        wait_until, lambda: counter.llen("celery") == 0, 30, "the worker to take it"
+    )
+    jobs.app.control.revoke(waiting.id)
+    jobs.app.control.revoke([h.id for h in busy], terminate=True)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(counter.get(f"b{i}:cancelled") for i in range(8)),
+        30,
+        "the slots to free",
+    )
+    # Taken after the revoked one (slots go in order): it was skipped by then.
+    assert await (await jobs.overlap.delay(0)).wait(timeout=60) > 0
+    assert await waiting.status() == "REVOKED"
+    assert counter.get("w:started") is None
