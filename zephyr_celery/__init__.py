@@ -22,10 +22,12 @@ from zephyr_celery._exceptions import (
 from zephyr_celery._failures import FailureRecord, FailureStore, failure_store
 from zephyr_celery._handle import JobHandle
 from zephyr_celery._job import AsyncJob, Job, SyncJob, job
+from zephyr_celery._pool import AsyncPool
 from zephyr_celery._scheduler import scheduler
 
 __all__ = [
     "AsyncJob",
+    "AsyncPool",
     "EnqueueError",
     "FailureRecord",
     "FailureStore",

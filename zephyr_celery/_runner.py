@@ -24,7 +24,7 @@ from zephyr_core._background import LoopThread, PerProcess, current_pid
 T = TypeVar("T")
 
 
-async def _limited(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+async def with_timeout(coro: Coroutine[Any, Any, T], timeout: float) -> T:
     scope = asyncio.timeout(timeout)
     try:
         async with scope:
@@ -63,13 +63,48 @@ def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) ->
     worker) share the loop thread.
     """
     if timeout is not None:
-        coro = _limited(coro, timeout)
+        coro = with_timeout(coro, timeout)
     if (
         threading.current_thread() is threading.main_thread()
         and asyncio._get_running_loop() is None
     ):
         return _main_thread_loop().run_until_complete(coro)
     return process_loop().run(coro)
+
+
+class Outcome:
+    """What an async job's coroutine did, run ahead by the async pool: its value or error."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    def get(self) -> Any:
+        """The value, or raise the error (as the job raised it)."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+# The async pool runs a job's coroutine on the loop, then Celery's tracer (result,
+# events, retries) on the same thread, synchronously: the task body takes the outcome
+# from here instead of running the job again.
+_outcomes = threading.local()
+
+
+def set_outcome(outcome: Outcome | None) -> None:
+    """Hand ``outcome`` to the task body the tracer is about to call on this thread."""
+    _outcomes.current = outcome
+
+
+def take_outcome() -> Outcome | None:
+    """The outcome handed to this thread's task body, if any (taken once)."""
+    outcome: Outcome | None = getattr(_outcomes, "current", None)
+    if outcome is not None:
+        _outcomes.current = None
+    return outcome
 
 
 def close_process_loop() -> None:

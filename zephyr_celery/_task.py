@@ -15,7 +15,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from zephyr_celery._failures import FailureRecord, failure_store
-from zephyr_celery._runner import run_coroutine
+from zephyr_celery._runner import run_coroutine, take_outcome
 
 logger = logging.getLogger("zephyr_celery")
 
@@ -67,6 +67,9 @@ def task_body(
     def run(task: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             if is_async:
+                outcome = take_outcome()  # already run by the async pool
+                if outcome is not None:
+                    return outcome.get()
                 return run_coroutine(fn(*args, **kwargs), timeout)
             return fn(*args, **kwargs)
         except (Retry, Ignore, Reject):

@@ -55,7 +55,8 @@ def flower_address(settings: Settings, host: str) -> str:
 
 
 def worker_probe(settings: Settings) -> Callable[[], bool]:
-    """A probe that passes once a worker with Celery's default name answers a ping.
+    """A probe that passes once the worker answers a ping: by Celery's default name,
+    or, where ``zephyr jobs worker`` runs a process per core, by its first one's.
 
     The ping goes over the broker ``settings`` name, as ``celery inspect ping`` does.
     The app is built on the first call (importing Celery takes a while), and closed
@@ -64,13 +65,15 @@ def worker_probe(settings: Settings) -> Callable[[], bool]:
     apps: list[Any] = []
 
     def probe() -> bool:
-        from celery.utils.nodenames import default_nodename
+        from celery.utils.nodenames import default_nodename, host_format
 
         from zephyr_celery._app import create_app
+        from zephyr_celery._processes import worker_name
 
         if not apps:
             apps.append(create_app(settings))
-        replies = apps[0].control.ping(destination=[default_nodename(None)], timeout=1.0, limit=1)
+        names = [default_nodename(None), host_format(worker_name(None, 1))]
+        replies = apps[0].control.ping(destination=names, timeout=1.0, limit=1)
         if replies:
             apps.pop().close()
         return bool(replies)

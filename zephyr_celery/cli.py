@@ -24,13 +24,18 @@ from kombu.exceptions import OperationalError
 
 from zephyr_celery._app import app_settings
 from zephyr_celery._beat import DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_INTERVAL, SCHEDULER, beat_settings
+from zephyr_celery._pool import DEFAULT_ASYNC_CONCURRENCY
+from zephyr_celery._processes import core_count, run_workers, worker_name
 from zephyr_core import ConfigError, ZephyrError, get_settings
 from zephyr_core._imports import ModuleImportFailed, ModuleMissing, import_user_module
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-POOLS = ("prefork", "threads", "solo")
+POOLS = ("async", "prefork", "threads", "solo")
+
+#: What ``worker_pool`` names for ``-P async``: the pool class, importable by Celery.
+ASYNC_POOL = "zephyr_celery:AsyncPool"
 
 #: The longest job id ``retry`` accepts. Celery's ids are 36-character UUIDs; one chosen
 #: with ``apply_async(job_id=...)`` may be longer, but not a page long.
@@ -243,35 +248,69 @@ def jobs() -> None:
 
 @jobs.command()
 @app_option(required=True)
-@click.option("-c", "--concurrency", type=click.IntRange(1), help="Worker processes/threads.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1),
+    help=f"Async pool: jobs at once per process (default {DEFAULT_ASYNC_CONCURRENCY}). "
+    "Other pools: processes/threads (default JOB_WORKER_CONCURRENCY).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1),
+    help="Async pool: worker processes, each with its own event loop (default: one per core).",
+)
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (default: all jobs').")
-@click.option("-P", "--pool", type=click.Choice(POOLS), help="Execution pool (default: prefork).")
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(POOLS),
+    default="async",
+    show_default=True,
+    help="Execution pool: async runs async jobs as coroutines (sync jobs on threads beside "
+    "them); prefork for CPU-bound sync jobs.",
+)
 @click.option("-n", "--hostname", help="Worker name, e.g. worker1@%h.")
 @click.option("-l", "--loglevel", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def worker(
     app_spec: str | None,
     concurrency: int | None,
+    processes: int | None,
     queues: str | None,
-    pool: str | None,
+    pool: str,
     hostname: str | None,
     loglevel: str,
 ) -> None:
     """Run a Celery worker on your jobs (until SIGTERM: running jobs finish first)."""
+    if processes is not None and pool != "async":
+        raise BadUsage(f"--processes is for the async pool; with -P {pool}, -c sets processes")
     app = load_app(app_spec, required=True)
     if queues is not None and not [q for q in queues.split(",") if q.strip()]:
         raise BadUsage(f"-Q/--queues {queues!r}: name at least one queue, e.g. -Q default,mail")
-    concurrency = (
-        concurrency or app.conf.worker_concurrency or app_settings(app).JOB_WORKER_CONCURRENCY
-    )
+    if pool == "async":
+        concurrency = concurrency or DEFAULT_ASYNC_CONCURRENCY
+        # Celery's --pool choices are fixed at import: the class goes in by config.
+        app.conf.worker_pool = ASYNC_POOL
+    else:
+        concurrency = (
+            concurrency or app.conf.worker_concurrency or app_settings(app).JOB_WORKER_CONCURRENCY
+        )
     # -E: task events on, so Flower sees every job whatever the app's configuration.
     argv = ["worker", "-E", f"--loglevel={loglevel}", f"--concurrency={concurrency}"]
     if queues:
         argv.append("--queues=" + ",".join(q.strip() for q in queues.split(",") if q.strip()))
-    if pool:
+    if pool != "async":
         argv.append(f"--pool={pool}")
-    if hostname:
-        argv.append(f"--hostname={hostname}")
-    _exit(app.worker_main(argv))
+    count = (processes or core_count()) if pool == "async" else 1
+    if count == 1:
+        if hostname:
+            argv.append(f"--hostname={hostname}")
+        _exit(app.worker_main(argv))
+
+    def run(index: int) -> Any:
+        return app.worker_main([*argv, f"--hostname={worker_name(hostname, index)}"])
+
+    _exit(run_workers(count, run))
 
 
 @jobs.command()

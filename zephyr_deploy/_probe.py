@@ -4,7 +4,8 @@ The web app and Flower answer HTTP health checks; a worker and beat do not liste
 a port, so their compose health checks run this instead:
 
 - ``worker``: Celery's ``ping`` broadcast, addressed to the worker of this container
-  (``celery@<hostname>``, the worker's default name): healthy when it answers,
+  (``celery@<hostname>``, the worker's default name, or ``zephyr1@<hostname>``, the
+  first process of ``zephyr jobs worker`` on the async pool): healthy when it answers,
   which needs both the worker's consumer and the broker to be alive.
 - ``beat``: the scheduler's Redis lock (redbeat's ``<prefix>:lock`` key, renewed on
   every tick) is held: some beat is alive and ticking. With one beat per stack that
@@ -24,10 +25,11 @@ def probe_worker(jobs_module: str, *, hostname: str | None = None) -> str | None
     from zephyr_celery.cli import load_app
 
     app = load_app(jobs_module, required=True)
-    name = f"celery@{hostname or socket.gethostname()}"
-    replies = app.control.ping(destination=[name], timeout=PING_TIMEOUT)
-    if not any(name in reply for reply in replies):
-        return f"worker {name} did not answer a ping within {PING_TIMEOUT:g} s"
+    host = hostname or socket.gethostname()
+    names = [f"celery@{host}", f"zephyr1@{host}"]
+    replies = app.control.ping(destination=names, timeout=PING_TIMEOUT)
+    if not any(name in reply for reply in replies for name in names):
+        return f"worker {names[0]} did not answer a ping within {PING_TIMEOUT:g} s"
     return None
 
 

@@ -79,7 +79,9 @@ def test_zephyr_up_runs_web_worker_beat_and_flower(tmp_path: Path, redis_url: st
         lines = up.text().splitlines()
         assert sum(ready in line for line in lines) == 1
         at = next(i for i, line in enumerate(lines) if ready in line)
-        assert any(re.search(r"^worker .*celery@\S+ ready\.", line) for line in lines[:at])
+        # The async pool runs a process per core, named zephyr1@, zephyr2@... (one: celery@)
+        worker_ready = re.compile(r"^worker .*(celery|zephyr1)@\S+ ready\.")
+        assert any(worker_ready.search(line) for line in lines[:at])
         assert any("beat: Acquired lock" in line for line in lines[:at])
         assert httpx.get(f"{web}/health/ready", timeout=5).status_code == 200
         assert httpx.get(f"{flower}/healthcheck", timeout=5).text == "OK"

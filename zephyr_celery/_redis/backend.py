@@ -7,6 +7,11 @@ blocking round trips per job, most of a worker child's time on short jobs. Here 
 Lua script reads, checks and writes (EVALSHA; EVAL when Redis lost its script cache),
 which also makes the check and the write atomic.
 
+The async pool (:mod:`zephyr_celery._pool`) stores the results of the jobs that
+finish in one turn of its event loop together: while :meth:`RedisBackend.defer`
+collects, a store is kept, and :meth:`RedisBackend.store_deferred` runs the scripts
+in one pipeline (one round trip for many jobs) before the pool acknowledges them.
+
 Everything else is Celery's own: the stored meta (``result_extended`` fields too),
 ``result_expires`` and ``result_failure_expires``, the PUBLISH on the key's channel
 that wakes waiters, connection retries (``ensure``, then ``result_backend_always_retry``,
@@ -18,6 +23,8 @@ groups, chords and ``forget``. A stored value the script cannot read as JSON
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import states
@@ -75,6 +82,32 @@ class RedisBackend(CeleryRedisBackend):  # type: ignore[misc]  # celery ships no
             and self.content_type in self.accept
             and not self.compression
         )
+        # Stores kept by defer(): (key, value, expires, store_result arguments).
+        # Celery gives each thread its own backend, so this is the thread's.
+        self._deferred: list[tuple[bytes, Any, int, tuple[Any, ...]]] | None = None
+
+    @contextmanager
+    def defer(self, into: list[tuple[bytes, Any, int, tuple[Any, ...]]]) -> Iterator[None]:
+        """While inside, results stored through the script are appended to ``into``."""
+        self._deferred = into
+        try:
+            yield
+        finally:
+            self._deferred = None
+
+    def store_deferred(self, stores: list[tuple[bytes, Any, int, tuple[Any, ...]]]) -> None:
+        """Store what :meth:`defer` collected: the scripts in one pipelined round trip.
+
+        A value the script cannot read, a store that fails after the backend's
+        retries: each is stored again one by one by Celery's own path (its retries).
+        """
+        try:
+            replies = self.ensure(self._run_store_pipeline, (stores,))
+        except Exception:
+            replies = [UNREAD] * len(stores)
+        for reply, (_key, _value, _expires, arguments) in zip(replies, stores, strict=True):
+            if reply == UNREAD:
+                self.store_result(*arguments)
 
     def _store_result(
         self,
@@ -98,6 +131,11 @@ class RedisBackend(CeleryRedisBackend):  # type: ignore[misc]  # celery ships no
         # Celery's _set_with_state: failures keep their own expiry.
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key = self.get_key_for_task(task_id)
+        if self._deferred is not None:
+            self._deferred.append(
+                (key, value, expires or 0, (task_id, result, state, traceback, request))
+            )
+            return result
         # ensure() retries connection errors with the backend's retry policy, as
         # Celery's set() does for its write.
         if self.ensure(self._run_store_script, (key, value, expires or 0)) == UNREAD:
@@ -105,6 +143,21 @@ class RedisBackend(CeleryRedisBackend):  # type: ignore[misc]  # celery ships no
             # result_compression, say): Celery's code decodes it and decides.
             return super()._store_result(task_id, result, state, traceback, request, **kwargs)
         return result
+
+    def _run_store_pipeline(
+        self, stores: list[tuple[bytes, Any, int, tuple[Any, ...]]]
+    ) -> list[int]:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value, expires, _arguments in stores:
+            pipe.evalsha(STORE_RESULT_SHA, 1, key, value, expires)
+        replies = pipe.execute(raise_on_error=False)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            self.client.script_load(STORE_RESULT_LUA)  # lost by a restart: load, again
+            return self._run_store_pipeline(stores)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [int(reply) for reply in replies]
 
     def _run_store_script(self, key: bytes, value: str | bytes, expires: int) -> int:
         client = self.client
