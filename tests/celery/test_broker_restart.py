@@ -14,6 +14,7 @@ come back only through it would time out the waits here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 import sys
@@ -21,7 +22,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -32,6 +33,8 @@ from zephyr_celery import set_app
 from zephyr_core import get_settings
 
 pytestmark = pytest.mark.slow
+
+ScenarioT = TypeVar("ScenarioT", bound="Scenario")
 
 MODULE = "restart_jobs"
 JOBS_MODULE = textwrap.dedent(
@@ -126,11 +129,17 @@ class Scenario:
         )
 
 
-@pytest.fixture
-def scenario(
-    tmp_path: Path, own_redis: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Scenario]:
-    (tmp_path / f"{MODULE}.py").write_text(JOBS_MODULE)
+@contextlib.contextmanager
+def running_scenario(
+    make: Callable[..., ScenarioT],
+    source: str,
+    tmp_path: Path,
+    own_redis: RedisServer,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ScenarioT]:
+    """A jobs module written from ``source``, this process's app on ``own_redis``, workers."""
+    (tmp_path / f"{MODULE}.py").write_text(source)
     broker = own_redis.url(0)
     monkeypatch.setenv("JOB_QUEUE_URL", broker)
     monkeypatch.delenv("JOB_RESULT_URL", raising=False)
@@ -142,7 +151,7 @@ def scenario(
     module = importlib.import_module(MODULE)
     env = child_env(tmp_path, JOB_QUEUE_URL=broker, COUNTER_URL=redis_url)
     with Procs(tmp_path, env, tmp_path / "logs") as procs:
-        made = Scenario(module, procs, own_redis, redis_url)
+        made = make(module, procs, own_redis, redis_url)
         try:
             yield made
         finally:
@@ -151,6 +160,16 @@ def scenario(
             sys.modules.pop(MODULE, None)
             set_app(None)
             get_settings.cache_clear()
+
+
+@pytest.fixture
+def scenario(
+    tmp_path: Path, own_redis: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Scenario]:
+    with running_scenario(
+        Scenario, JOBS_MODULE, tmp_path, own_redis, redis_url, monkeypatch
+    ) as made:
+        yield made
 
 
 def crash(broker: RedisServer) -> None:

@@ -8,15 +8,13 @@ and succeeds within its wait, none is stranded in ``unacked``.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.celery.jobs_processes import Proc, Procs, child_env
+from tests.celery.jobs_processes import Proc
 from tests.celery.test_broker_restart import (
     CONCURRENCY,
     MODULE,
@@ -25,11 +23,10 @@ from tests.celery.test_broker_restart import (
     assert_all_ran,
     crash,
     restart_while_running,
+    running_scenario,
     shut_down,
 )
 from tests.servers import RedisServer, wait_until
-from zephyr_celery import set_app
-from zephyr_core import get_settings
 
 pytestmark = pytest.mark.slow
 
@@ -79,27 +76,10 @@ class AsyncScenario(Scenario):
 def async_scenario(
     tmp_path: Path, own_redis: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[AsyncScenario]:
-    (tmp_path / f"{MODULE}.py").write_text(ASYNC_MODULE)
-    broker = own_redis.url(0)
-    monkeypatch.setenv("JOB_QUEUE_URL", broker)
-    monkeypatch.delenv("JOB_RESULT_URL", raising=False)
-    monkeypatch.delenv("JOB_VISIBILITY_TIMEOUT", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    get_settings.cache_clear()
-    set_app(None)
-    sys.modules.pop(MODULE, None)
-    module = importlib.import_module(MODULE)
-    env = child_env(tmp_path, JOB_QUEUE_URL=broker, COUNTER_URL=redis_url)
-    with Procs(tmp_path, env, tmp_path / "logs") as procs:
-        made = AsyncScenario(module, procs, own_redis, redis_url)
-        try:
-            yield made
-        finally:
-            made.counter.close()
-            module.app.close()
-            sys.modules.pop(MODULE, None)
-            set_app(None)
-            get_settings.cache_clear()
+    with running_scenario(
+        AsyncScenario, ASYNC_MODULE, tmp_path, own_redis, redis_url, monkeypatch
+    ) as made:
+        yield made
 
 
 @pytest.mark.parametrize("stop", [crash, shut_down], ids=["sigkill", "shutdown"])
