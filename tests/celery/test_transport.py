@@ -10,11 +10,13 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import kombu
@@ -37,7 +39,13 @@ from zephyr_celery._broker import (
     broker_settings,
     kombu_redis_url,
 )
-from zephyr_celery._redis.transport import MAX_POP_BATCH, POP_SCRIPT, Transport, sweep_interval
+from zephyr_celery._redis.transport import (
+    MAX_POP_BATCH,
+    POP_SCRIPT,
+    Transport,
+    _here,
+    sweep_interval,
+)
 from zephyr_core import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -387,6 +395,45 @@ def test_a_message_still_held_after_the_reconnection_is_kept_until_its_ack(
         conn.default_channel.connection.refresh_unacked()
         assert drain(conn, [queue], 1) == ["dropped later"]
     assert plain.hlen("unacked") == 0 and plain.llen("still-running") == 0
+
+
+def test_acks_sent_behind_the_pop_are_kept_when_the_next_write_fails(
+    crashing_redis: tuple[Any, redis.Redis],
+) -> None:
+    """On a worker's event loop, acks ride behind the pop in flight. Redis dies
+    before running them, and the next write on that connection fails (redis-py
+    drops the connection, kombu forgets the pop): the acks are still sent by the
+    next channel, so finished jobs are not left in ``unacked`` to run again after
+    the visibility timeout."""
+    server, plain = crashing_redis
+    url = server.url(0)
+    queue = kombu.Queue("acked-behind-pop")
+    with connection(url, visibility_timeout=3600) as conn:
+        publish(conn, queue, "done")
+        channel = conn.default_channel
+        message = queue(channel).get()
+        assert message is not None and plain.hlen("unacked") == 1
+        conn.Consumer([kombu.Queue("acked-behind-pop-idle")]).consume()
+        poller = conn.transport.cycle
+        poller._register_BRPOP(channel)  # a first poll, as kombu's event loop does it
+        with contextlib.suppress(Empty):
+            channel._brpop_read()
+        conn.transport.hub_thread = _here()  # acks defer, as on the worker's loop
+        message.ack()
+        assert plain.hlen("unacked") == 1, "the ack waits for the next pop"
+        server.kill()
+        poller._register_BRPOP(channel)  # the ack goes behind the pop, to a dead server
+        assert channel._in_poll, "the write was accepted by the kernel"
+        with contextlib.suppress(OSError):  # unless the server's reset did already:
+            channel._in_poll._sock.shutdown(socket.SHUT_WR)  # the next write fails
+        channel._deferred.append(["PUBLISH", "acked-behind-pop-events", "event"])
+        channel.send_with_pop()
+        assert not channel._in_poll, "redis-py dropped the connection"
+        channel.close()
+    server.start()
+    with connection(url, visibility_timeout=3600) as conn:
+        assert drain(conn, [queue], 1, timeout=1) == [], "the finished job came back"
+    assert plain.hlen("unacked") == 0 and plain.llen("acked-behind-pop") == 0
 
 
 def test_a_pop_whose_reply_was_lost_is_found_by_its_score(

@@ -36,6 +36,7 @@ Private internals used:
 - ``kombu.transport.redis.Channel._brpop_start``
 - ``kombu.transport.redis.Channel._brpop_read``
 - ``kombu.transport.redis.Channel._in_poll``
+- ``kombu.transport.redis.Channel._on_connection_disconnect``
 - ``kombu.transport.redis.Channel._closing``
 - ``kombu.transport.redis.Channel._queue_cycle``
 - ``kombu.transport.redis.Channel._q_for_pri``
@@ -638,6 +639,17 @@ class Channel(kombu_redis.Channel):
             self._keep_deferred(deferred)  # the pop's read fails too and reconnects
             return
         self._pending += [(command[0], command) for command in deferred]
+
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        # redis-py drops a connection whose write failed (send_with_pop's, say)
+        # before anything reads the replies due on it, and kombu then forgets the
+        # pop in flight: what was sent behind the pop (acks among them) would be
+        # lost, their jobs run again after the visibility timeout. Keep them.
+        if connection is self._in_poll and self._pending:
+            pending, self._pending = self._pending, []
+            self._keep_deferred([command for _, command in pending if command is not None])
+            self._lost_pop()  # it may have run: nothing it took was delivered
+        super()._on_connection_disconnect(connection)
 
     def _brpop_read(self, **options: Any) -> bool:
         pending, self._pending = self._pending, []
