@@ -222,3 +222,19 @@ def test_a_sentinels_tls_url_reaches_the_master_and_follows_a_failover(
     plain = parse_redis_url(servers.url().replace("sentinels://", "sentinel://"))
     with pytest.raises(MasterNotFoundError):
         resolve_master_sync(plain)
+
+
+def test_a_cluster_with_a_password(own_redis_cluster: Callable[..., RedisClusterServers]) -> None:
+    cluster = own_redis_cluster(password="cluster-pw")
+    topology = parse_redis_url(cluster.url())
+    assert topology.password == "cluster-pw" and "cluster-pw" not in topology.masked
+    client = sync_client(topology)
+    try:
+        for n in range(10):  # keys on every master
+            assert client.set(f"pw-{n}", n)
+        assert client.get("pw-9") == b"9"
+    finally:
+        client.close()
+    without = parse_redis_url(cluster.url().replace(":cluster-pw@", ""))
+    with pytest.raises(redis.exceptions.RedisClusterException, match="authenticated"):
+        sync_client(without)  # a cluster client learns the slots as it is made
