@@ -73,7 +73,12 @@ def rendering(
 
     from zephyr_deploy._image import image_name
     from zephyr_deploy._project import project_name
-    from zephyr_deploy._values import chart_values, check_redis, merged
+    from zephyr_deploy._values import (
+        chart_values,
+        check_redis,
+        merged,
+        with_sentinel_password_key,
+    )
 
     settings = settings or get_settings()
     app_path = app_path or settings.ZEPHYR_APP
@@ -90,6 +95,7 @@ def rendering(
         except helm_python.HelmError as exc:
             raise click.BadParameter(f"{expression!r}: {exc}", param_hint="--set") from None
     check_redis(settings, values)
+    values = with_sentinel_password_key(settings, values)
     release = release or project
     try:
         helm_python.validate_release_name(release)
