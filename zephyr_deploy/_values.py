@@ -100,7 +100,10 @@ def chart_values(
         if jobs_module:
             # KEDA reads the queue lengths through the Sentinels (its redis-sentinel
             # scaler), never through a URL with a password in it.
-            values["worker"]["autoscaling"] = {"redisUrl": sentinels_only(sentinel)}
+            values["worker"]["autoscaling"] = {
+                "redisUrl": sentinels_only(sentinel),
+                "databaseIndex": sentinel.db,
+            }
     return values
 
 
@@ -120,6 +123,26 @@ def sentinels_only(topology: RedisTopology) -> str:
     """
     scheme = "sentinels" if topology.tls else "sentinel"
     return ";".join(f"{scheme}://{_host_label(host)}:{port}" for host, port in topology.nodes)
+
+
+def keda_password_warning(settings: Settings, values: dict[str, Any]) -> str | None:
+    """Why KEDA would be refused by a Sentinel queue's Redis, or None.
+
+    JOB_QUEUE_URL holds the Redis password, and the chart never copies a URL; KEDA reads
+    the password only from a key of its own in existingSecret (passwordKey).
+    """
+    autoscaling = (values.get("worker") or {}).get("autoscaling") or {}
+    sentinel = queue_sentinel(settings)
+    keda = autoscaling.get("enabled") and autoscaling.get("type", "keda") == "keda"
+    if not keda or sentinel is None or sentinel.password is None:
+        return None
+    if autoscaling.get("passwordKey"):
+        return None
+    return (
+        "JOB_QUEUE_URL's Redis has a password and KEDA reads the queue lengths without one: "
+        "add the password to existingSecret under a key of its own and --set "
+        "worker.autoscaling.passwordKey=<that key>"
+    )
 
 
 def _host_label(host: str) -> str:

@@ -216,6 +216,13 @@ REFUSED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         },
         ("worker.autoscaling.sentinelPasswordKey", "existingSecret is empty"),
     ),
+    "keda database without redisUrl": (
+        {
+            **MATRIX["keda-sentinel"],
+            "worker": {"autoscaling": {"enabled": True, "databaseIndex": 2}},
+        },
+        ("worker.autoscaling.databaseIndex (2)", "worker.autoscaling.redisUrl"),
+    ),
     "sentinel password key on one server": (
         {
             **MATRIX["keda"],
@@ -329,3 +336,29 @@ def test_generate_on_a_local_sentinel_gets_the_built_in_trial_redis(project: Pat
     assert [b for b in bodies if b["kind"] == "StatefulSet"]
     (config,) = [b for b in bodies if b["kind"] == "ConfigMap"]
     assert "REDIS_SENTINEL_MASTER" not in config["data"]
+
+
+def test_generate_gives_keda_the_queue_database_and_asks_for_the_redis_password_key(
+    project: Path,
+) -> None:
+    env = {**ENV, "JOB_QUEUE_URL": SENTINEL_QUEUE.replace("/0", "/3") + "?master_name=m"}
+    sets = ("--set", "existingSecret=shop-env", "--set", "worker.autoscaling.enabled=true")
+    warned = zephyr("k8s", "generate", *sets, cwd=project, env=env)
+    assert warned.code == 0, warned.err
+    (warning,) = [line for line in warned.err.splitlines() if line.startswith("warning")]
+    assert "password" in warning and "worker.autoscaling.passwordKey" in warning
+    assert "s3cret" not in warned.err
+    (scaled,) = [b for b in yaml.safe_load_all(warned.out) if b and b["kind"] == "ScaledObject"]
+    assert {t["metadata"]["databaseIndex"] for t in scaled["spec"]["triggers"]} == {"3"}
+    told = zephyr(
+        "k8s", "generate", *sets, "--set", "worker.autoscaling.passwordKey=REDIS_PASSWORD",
+        cwd=project, env=env,
+    )  # fmt: skip
+    assert told.code == 0, told.err
+    assert not [line for line in told.err.splitlines() if line.startswith("warning")]
+    (auth,) = [
+        b for b in yaml.safe_load_all(told.out) if b and b["kind"] == "TriggerAuthentication"
+    ]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "shop-env", "key": "REDIS_PASSWORD"}
+    ]

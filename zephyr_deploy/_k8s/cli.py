@@ -76,6 +76,7 @@ def rendering(
     from zephyr_deploy._values import (
         chart_values,
         check_redis,
+        keda_password_warning,
         merged,
         with_sentinel_password_key,
     )
@@ -96,6 +97,8 @@ def rendering(
             raise click.BadParameter(f"{expression!r}: {exc}", param_hint="--set") from None
     check_redis(settings, values)
     values = with_sentinel_password_key(settings, values)
+    if warning := keda_password_warning(settings, values):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     release = release or project
     try:
         helm_python.validate_release_name(release)

@@ -339,6 +339,9 @@ checksum/secret-name: {{ printf "%s/%s" .Values.existingSecret .Values.flower.ba
 {{- if not $queueKind }}
 {{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port, or the Sentinels with redis.sentinelMaster), worker.autoscaling.redisUrl (when the pods' URLs are in existingSecret), or redis.enabled=true for the built-in one" }}
 {{- end }}
+{{- if and (gt (int ($scaling.databaseIndex | default 0)) 0) (not $scaling.redisUrl) }}
+{{- fail (printf "worker.autoscaling.databaseIndex (%v) goes with worker.autoscaling.redisUrl: the queue KEDA reads through redis.url or the built-in Redis is database 0 (the ConfigMap's JOB_QUEUE_URL)" $scaling.databaseIndex) }}
+{{- end }}
 {{- if and $scaling.sentinelPasswordKey (ne $queueKind "sentinel") }}
 {{- fail "worker.autoscaling.sentinelPasswordKey is set but KEDA reads one Redis server, not Sentinels: give redis.url (or worker.autoscaling.redisUrl) the Sentinels, or leave sentinelPasswordKey empty" }}
 {{- end }}
