@@ -4,6 +4,11 @@ There is no second set of Kubernetes templates: these are plain values for the
 shipped chart. The processes (web, worker, beat, Flower: commands, ports, grace
 periods) come from :func:`zephyr_deploy._processes.container_processes`, the list
 ``zephyr up`` and ``zephyr docker compose`` use, so the three never disagree.
+
+A JOB_QUEUE_URL on Redis Sentinel gives the chart what is not secret about it: the
+master's name (``redis.sentinelMaster``, the pods' REDIS_SENTINEL_MASTER) and the
+Sentinels' addresses for KEDA (``worker.autoscaling.redisUrl``); its passwords stay in
+existingSecret, where the pods read the URL itself.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import copy
 from typing import Any
 
 from zephyr_core import ConfigError, Settings, mask_url
+from zephyr_core._topology import RedisTopology, parse_redis_url
 from zephyr_deploy._processes import container_processes
 
 #: Chart value paths that come from a setting: a refusal by the chart's schema names both.
@@ -88,7 +94,79 @@ def chart_values(
         # Settings name a Redis of your own: the chart's built-in trial Redis
         # (redis.enabled auto) must not come up in its place.
         values["redis"] = {"enabled": False}
+    sentinel = queue_sentinel(settings)
+    if sentinel is not None:
+        values.setdefault("redis", {})["sentinelMaster"] = sentinel.master_name
+        if jobs_module:
+            # KEDA reads the queue lengths through the Sentinels (its redis-sentinel
+            # scaler), never through a URL with a password in it.
+            values["worker"]["autoscaling"] = {
+                "redisUrl": sentinels_only(sentinel),
+                "databaseIndex": sentinel.db,
+            }
     return values
+
+
+def queue_sentinel(settings: Settings) -> RedisTopology | None:
+    """JOB_QUEUE_URL's topology when it is Redis Sentinel off this machine, else None."""
+    url = settings.JOB_QUEUE_URL
+    if not url or _on_this_machine(url):
+        return None
+    topology = settings.redis_topology(url)
+    return topology if topology.kind == "sentinel" else None
+
+
+def sentinels_only(topology: RedisTopology) -> str:
+    """A Sentinel topology as the chart takes it: the Sentinels, no password, db or query.
+
+    ``sentinel://h1:26379;sentinel://h2:26379`` (``sentinels://`` over TLS).
+    """
+    scheme = "sentinels" if topology.tls else "sentinel"
+    return ";".join(f"{scheme}://{_host_label(host)}:{port}" for host, port in topology.nodes)
+
+
+def keda_password_warning(settings: Settings, values: dict[str, Any]) -> str | None:
+    """Why KEDA would be refused by a Sentinel queue's Redis, or None.
+
+    JOB_QUEUE_URL holds the Redis password, and the chart never copies a URL; KEDA reads
+    the password only from a key of its own in existingSecret (passwordKey).
+    """
+    autoscaling = (values.get("worker") or {}).get("autoscaling") or {}
+    sentinel = queue_sentinel(settings)
+    keda = autoscaling.get("enabled") and autoscaling.get("type", "keda") == "keda"
+    if not keda or sentinel is None or sentinel.password is None:
+        return None
+    if autoscaling.get("passwordKey"):
+        return None
+    return (
+        "JOB_QUEUE_URL's Redis has a password and KEDA reads the queue lengths without one: "
+        "add the password to existingSecret under a key of its own and --set "
+        "worker.autoscaling.passwordKey=<that key>"
+    )
+
+
+def _host_label(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def with_sentinel_password_key(settings: Settings, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with KEDA told the Sentinels' password key, when Settings have one.
+
+    The pods read REDIS_SENTINEL_PASSWORD from existingSecret (a key per setting), so
+    KEDA's TriggerAuthentication reads the same key. Applied after ``--set``: nothing
+    changes without existingSecret, or when ``--set`` named the key itself.
+    """
+    autoscaling = (values.get("worker") or {}).get("autoscaling") or {}
+    if (
+        settings.REDIS_SENTINEL_PASSWORD is None
+        or not values.get("existingSecret")
+        or "sentinelPasswordKey" in autoscaling
+        or queue_sentinel(settings) is None
+    ):
+        return values
+    return merged(
+        values, {"worker": {"autoscaling": {"sentinelPasswordKey": "REDIS_SENTINEL_PASSWORD"}}}
+    )
 
 
 #: The settings naming a Redis; a non-local one is "a Redis of your own".
@@ -96,16 +174,21 @@ REDIS_SETTINGS = ("JOB_QUEUE_URL", "CACHE_URL", "JOB_RESULT_URL")
 
 
 def _on_this_machine(url: str) -> bool:
-    """True for a URL no pod can reach: a unix socket, localhost or a loopback address."""
-    import ipaddress
-    from urllib.parse import urlsplit
-
+    """True for a URL no pod can reach: a unix socket, or only localhost or loopback
+    addresses (every Sentinel of a Sentinel URL, every seed node of a Cluster URL)."""
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        topology = parse_redis_url(url, require_master_name=False)
     except ValueError:
         return False
-    if parts.scheme == "unix" or host == "localhost":
+    if topology.socket_path is not None:
+        return True
+    return bool(topology.nodes) and all(_loopback(host) for host, _ in topology.nodes)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -148,12 +231,15 @@ def check_redis(settings: Settings, values: dict[str, Any]) -> None:
     )
     if name is None or told or redis.get("enabled") is not False:
         return
+    sentinel = queue_sentinel(settings)
+    by_url = (
+        f"'redis.url={sentinels_only(sentinel)}'" if sentinel else "redis.url=redis://host:port"
+    )
     raise ConfigError(
         f"{name}={mask_url(getattr(settings, name))!r} is not on this machine, so the "
         "chart's built-in trial Redis stays off, and nothing tells the pods where yours is: "
         "--set existingSecret=<a Secret with "
-        "JOB_QUEUE_URL and CACHE_URL keys> (or --set redis.url=redis://host:port when it has "
-        "no password)",
+        f"JOB_QUEUE_URL and CACHE_URL keys> (or --set {by_url} when it has no password)",
         field=name,
     )
 

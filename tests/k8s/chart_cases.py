@@ -10,6 +10,8 @@ KUBE_VERSIONS = ("1.31.0", "1.34.0", "1.36.0")
 
 BASE: dict[str, Any] = {"image": {"repository": "ghcr.io/acme/shop"}}
 JOBS: dict[str, Any] = {"app": "shop.main:app", "jobs": "shop.jobs", "existingSecret": "shop-env"}
+#: Three Sentinels, as redis.url takes them (no password, no database: the chart adds those).
+SENTINELS = "sentinel://s1.prod.svc:26379;sentinel://s2.prod.svc:26379;sentinel://s3.prod.svc:26379"
 
 MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -72,6 +74,25 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
     "redis-off-with-secret": {**BASE, **JOBS, "redis": {"enabled": False}},
     "redis-url": {**BASE, "jobs": "shop.jobs", "redis": {"url": "redis://redis.prod.svc:6379"}},
+    "redis-sentinel": {
+        **BASE,
+        "jobs": "shop.jobs",
+        "redis": {"url": SENTINELS, "sentinelMaster": "mymaster"},
+    },
+    "keda-sentinel": {
+        **BASE,
+        **JOBS,
+        "redis": {"url": SENTINELS, "sentinelMaster": "mymaster"},
+        "worker": {
+            "queues": ["celery", "mail"],
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 0,
+                "passwordKey": "REDIS_PASSWORD",
+                "sentinelPasswordKey": "REDIS_SENTINEL_PASSWORD",
+            },
+        },
+    },
     "no-network-policy": {**BASE, **JOBS, "networkPolicy": {"enabled": False}},
     "service-monitor": {
         **BASE,

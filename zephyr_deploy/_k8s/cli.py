@@ -73,7 +73,13 @@ def rendering(
 
     from zephyr_deploy._image import image_name
     from zephyr_deploy._project import project_name
-    from zephyr_deploy._values import chart_values, check_redis, merged
+    from zephyr_deploy._values import (
+        chart_values,
+        check_redis,
+        keda_password_warning,
+        merged,
+        with_sentinel_password_key,
+    )
 
     settings = settings or get_settings()
     app_path = app_path or settings.ZEPHYR_APP
@@ -90,6 +96,9 @@ def rendering(
         except helm_python.HelmError as exc:
             raise click.BadParameter(f"{expression!r}: {exc}", param_hint="--set") from None
     check_redis(settings, values)
+    values = with_sentinel_password_key(settings, values)
+    if warning := keda_password_warning(settings, values):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     release = release or project
     try:
         helm_python.validate_release_name(release)

@@ -100,6 +100,63 @@ labels:
 {{- end }}
 {{- end }}
 
+{{/* What a chart Redis URL names: "sentinel" (sentinel:// or sentinels:// parts joined
+     by ";"), "cluster" (redis+cluster://, refused), "single" (redis://, rediss://) or
+     "" (empty). Call with the URL. */}}
+{{- define "zephyr-app.redisKind" -}}
+{{- $scheme := . | splitList "://" | first | lower }}
+{{- if not . }}
+{{- else if has $scheme (list "sentinel" "sentinels") }}sentinel
+{{- else if hasSuffix "+cluster" $scheme }}cluster
+{{- else }}single
+{{- end }}
+{{- end }}
+
+{{/* The URL KEDA reads the queues from: worker.autoscaling.redisUrl (when the pods' URLs
+     are in existingSecret), else the pods' own (redisURL). */}}
+{{- define "zephyr-app.queueRedisURL" -}}
+{{- .Values.worker.autoscaling.redisUrl | default (include "zephyr-app.redisURL" .) }}
+{{- end }}
+
+{{/* A Sentinel URL's Sentinels as KEDA's "addresses": host:port,host:port. */}}
+{{- define "zephyr-app.sentinelAddresses" -}}
+{{- $addresses := list }}
+{{- range . | splitList ";" }}
+{{- $addresses = append $addresses (. | splitList "://" | last) }}
+{{- end }}
+{{- join "," $addresses }}
+{{- end }}
+
+{{/* Stop the render on a Redis URL the chart cannot hand on: the value's name, what is
+     wrong, what is accepted. The URL itself is never quoted (it may hold a password).
+     Call with (dict "name" "redis.url" "url" $url). */}}
+{{- define "zephyr-app.checkRedisURL" -}}
+{{- $name := .name }}
+{{- $url := .url }}
+{{- $kind := include "zephyr-app.redisKind" $url }}
+{{- $accepted := "redis://host:6379, rediss://host:6380, or Sentinels as sentinel://h1:26379;sentinel://h2:26379 (sentinels:// over TLS) with redis.sentinelMaster" }}
+{{- if contains "@" $url }}
+{{- fail (printf "%s must not hold a password or user name (it is written into a ConfigMap and a ScaledObject): a Redis with a password gets its URLs as JOB_QUEUE_URL and CACHE_URL keys of existingSecret (KEDA then reads worker.autoscaling.redisUrl, the password from worker.autoscaling.passwordKey), the Sentinels' own password a REDIS_SENTINEL_PASSWORD key (KEDA: worker.autoscaling.sentinelPasswordKey); accepted here: %s" $name $accepted) }}
+{{- end }}
+{{- if eq $kind "cluster" }}
+{{- fail (printf "%s is a Redis Cluster URL (redis+cluster://): a Cluster serves caches only, and JOB_QUEUE_URL (Celery's broker) needs one keyspace; put a Cluster CACHE_URL in existingSecret or settings, and give %s one of: %s" $name $name $accepted) }}
+{{- end }}
+{{- if eq $kind "sentinel" }}
+{{- $schemes := list }}
+{{- range $part := $url | splitList ";" }}
+{{- if not (regexMatch "^sentinels?://[^@/?#;\\s]+$" $part) }}
+{{- fail (printf "%s: each ;-separated part of a Sentinel URL must be sentinel://host:port (or sentinels://), without a database, path or query: the chart appends the databases (/0 jobs, /1 caches) and the master name comes from redis.sentinelMaster" $name) }}
+{{- end }}
+{{- $schemes = append $schemes ($part | splitList "://" | first) | uniq }}
+{{- end }}
+{{- if gt (len $schemes) 1 }}
+{{- fail (printf "%s mixes sentinel:// and sentinels://: use one scheme for every Sentinel" $name) }}
+{{- end }}
+{{- else if and $url (not (regexMatch "^rediss?://[^@/?#;\\s]+$" $url)) }}
+{{- fail (printf "%s: expected %s, without a database, path or query (the chart appends /0 for jobs and /1 for caches)" $name $accepted) }}
+{{- end }}
+{{- end }}
+
 {{- define "zephyr-app.flowerEnabled" -}}
 {{- if and .Values.jobs .Values.flower.enabled }}true{{ end }}
 {{- end }}
@@ -257,7 +314,36 @@ checksum/secret-name: {{ printf "%s/%s" .Values.existingSecret .Values.flower.ba
 {{- if and (eq $redisEnabled "false") (not (include "zephyr-app.externalRedis" .)) }}
 {{- fail "redis.enabled is false and no Redis is configured: the pods would look for one at localhost and never be ready; set existingSecret (a Secret with JOB_QUEUE_URL and CACHE_URL) or redis.url (redis://host:6379, no password), or leave redis.enabled at auto for the built-in trial Redis" }}
 {{- end }}
-{{- if and .Values.jobs .Values.worker.autoscaling.enabled (eq .Values.worker.autoscaling.type "keda") (not (include "zephyr-app.redisURL" .)) }}
-{{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port), or redis.enabled=true for the built-in one" }}
+{{- include "zephyr-app.checkRedisURL" (dict "name" "redis.url" "url" .Values.redis.url) }}
+{{- $scaling := .Values.worker.autoscaling }}
+{{- include "zephyr-app.checkRedisURL" (dict "name" "worker.autoscaling.redisUrl" "url" $scaling.redisUrl) }}
+{{- $sentinel := or (eq (include "zephyr-app.redisKind" .Values.redis.url) "sentinel") (eq (include "zephyr-app.redisKind" $scaling.redisUrl) "sentinel") }}
+{{- if and $sentinel (not .Values.redis.sentinelMaster) }}
+{{- fail "redis.sentinelMaster is required with a Sentinel URL (sentinel:// or sentinels://) in redis.url or worker.autoscaling.redisUrl: the name the Sentinels monitor the master under (sentinel monitor <name> ...), e.g. --set redis.sentinelMaster=mymaster" }}
+{{- end }}
+{{- if and .Values.redis.sentinelMaster (eq (include "zephyr-app.redisKind" .Values.redis.url) "single") }}
+{{- fail "redis.sentinelMaster is set but redis.url names one server (redis:// or rediss://): give redis.url the Sentinels (sentinel://h1:26379;sentinel://h2:26379), or leave redis.sentinelMaster empty" }}
+{{- end }}
+{{- range $setting := list "JOB_QUEUE_URL" "JOB_RESULT_URL" }}
+{{- if eq (include "zephyr-app.redisKind" (toString (get ($.Values.settings | default dict) $setting))) "cluster" }}
+{{- fail (printf "settings.%s is a Redis Cluster URL (redis+cluster://): Celery's broker and result backend need one keyspace; use one server or Sentinel (a Cluster serves CACHE_URL only)" $setting) }}
+{{- end }}
+{{- end }}
+{{- range $key := list "passwordKey" "sentinelPasswordKey" }}
+{{- if and (get $scaling $key) (not $.Values.existingSecret) }}
+{{- fail (printf "worker.autoscaling.%s names a key of existingSecret, and existingSecret is empty: set existingSecret (the Secret holding that key)" $key) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.jobs $scaling.enabled (eq $scaling.type "keda") }}
+{{- $queueKind := include "zephyr-app.redisKind" (include "zephyr-app.queueRedisURL" .) }}
+{{- if not $queueKind }}
+{{- fail "worker.autoscaling.type keda reads the queue from Redis: set redis.url (host and port, or the Sentinels with redis.sentinelMaster), worker.autoscaling.redisUrl (when the pods' URLs are in existingSecret), or redis.enabled=true for the built-in one" }}
+{{- end }}
+{{- if and (gt (int ($scaling.databaseIndex | default 0)) 0) (not $scaling.redisUrl) }}
+{{- fail (printf "worker.autoscaling.databaseIndex (%v) goes with worker.autoscaling.redisUrl: the queue KEDA reads through redis.url or the built-in Redis is database 0 (the ConfigMap's JOB_QUEUE_URL)" $scaling.databaseIndex) }}
+{{- end }}
+{{- if and $scaling.sentinelPasswordKey (ne $queueKind "sentinel") }}
+{{- fail "worker.autoscaling.sentinelPasswordKey is set but KEDA reads one Redis server, not Sentinels: give redis.url (or worker.autoscaling.redisUrl) the Sentinels, or leave sentinelPasswordKey empty" }}
+{{- end }}
 {{- end }}
 {{- end }}
