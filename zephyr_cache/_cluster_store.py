@@ -3,6 +3,8 @@
 Every operation of :class:`~zephyr_cache._redis.RedisStore` keeps its meaning (fail-open,
 replayed deletes, strict ``incr`` and ``add``); what changes is where commands go:
 
+- ``get`` and ``set`` call the cluster client directly (``SET ... PX``), not through
+  aiocache's ``RedisCache`` wrapper (the rest already did).
 - ``get_many`` is one ``MGET`` per slot, sent as one pipeline per node (redis-py's
   ``mget_nonatomic``); ``get_many_with_ttl`` one pipeline per node.
 - ``set_many`` is one script per slot (all or nothing within a slot), sent as one
@@ -28,7 +30,9 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from zephyr_cache._cluster import ClusterBackend
+from zephyr_cache._failopen import BACKEND_ERRORS
 from zephyr_cache._invalidation import message
+from zephyr_cache._memory import MISSING
 from zephyr_cache._redis import SHARDED, RedisStore, _px
 from zephyr_cache._redis_pool import LARGE
 
@@ -45,6 +49,30 @@ class ClusterStore(RedisStore):
         backend = self.connector.backend()
         assert isinstance(backend, ClusterBackend)
         return backend
+
+    # GET and SET go to the cluster client directly: aiocache's wrapper around them
+    # (plugins, key building, logging) costs more than a cluster call's own overhead.
+    async def get(self, key: str) -> Any:
+        guard = self.guard
+        if guard.troubled and not await self._usable():
+            self.stats.misses += 1
+            return MISSING
+        try:
+            payload = await self.connector.backend().client.get(key)
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, "GET", key)
+            self.stats.misses += 1
+            return MISSING
+        if guard.troubled:
+            guard.succeeded()
+        return self._decode(payload)
+
+    async def _set_payload(self, key: str, payload: bytes, ttl: float | None) -> None:
+        client = self.connector.backend().client
+        if not ttl:
+            await client.set(key, payload)
+        else:
+            await client.set(key, payload, px=max(1, int(ttl * 1000)))
 
     async def _channel(self, key: str) -> str:
         backend = self._backend()

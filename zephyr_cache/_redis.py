@@ -155,6 +155,15 @@ class RedisStore(Store):
 
     # -- hooks (Redis Cluster overrides them) ------------------------------------
 
+    async def _get_payload(self, key: str) -> bytes | None:
+        """GET through aiocache's ``RedisCache``."""
+        payload: bytes | None = await self.connector.backend().get(key)
+        return payload
+
+    async def _set_payload(self, key: str, payload: bytes, ttl: float | None) -> None:
+        """SET (with EX/PX) through aiocache's ``RedisCache``."""
+        await self.connector.backend().set(key, payload, ttl=_ttl(ttl))
+
     async def _channel(self, key: str) -> str:
         """The channel announcing a write of ``key``."""
         return CHANNEL
@@ -262,7 +271,7 @@ class RedisStore(Store):
             self.stats.misses += 1
             return MISSING
         try:
-            payload = await self.connector.backend().get(key)
+            payload = await self._get_payload(key)
         except BACKEND_ERRORS as exc:
             self._failed(exc, "GET", key)
             self.stats.misses += 1
@@ -347,7 +356,7 @@ class RedisStore(Store):
             return False
         try:
             if not self.publish and len(payload) < LARGE:
-                await self.connector.backend().set(key, payload, ttl=_ttl(ttl))
+                await self._set_payload(key, payload, ttl)
             else:
                 note = message([key]) if self.publish else ""
                 args = [_px(ttl), await self._channel(key), note, payload]
