@@ -211,3 +211,31 @@ async def test_cluster_announces_on_each_shard_channel(redis_cluster: RedisClust
         finally:
             node.close()
     assert len(set(owned)) == len(ports)
+
+
+async def test_a_burst_waits_for_connections_instead_of_missing(
+    ha_url: str, clients: list[redis.Redis]
+) -> None:
+    configure({"default": {"backend": "redis", "url": ha_url, "max_connections": 5}})
+    cache = get_cache()
+    await cache.set("warm", {"v": 1})
+    found = await asyncio.gather(*(cache.get("warm") for _ in range(1000)))
+    assert found == [{"v": 1}] * 1000
+    assert cache.stats()["hits"] == 1000
+
+
+async def test_readiness_pings_every_tier(ha_url: str, clients: list[redis.Redis]) -> None:
+    from zephyr_cache._health import probe_redis_tiers
+
+    configured(ha_url)
+    await probe_redis_tiers()
+    dead = (
+        "sentinel://127.0.0.1:1/0?master_name=x"
+        if ha_url.startswith("sentinel")
+        else "redis+cluster://127.0.0.1:1"
+    )
+    configure(
+        {"default": {"backend": "redis", "url": ha_url}, "gone": {"backend": "redis", "url": dead}}
+    )
+    with pytest.raises(ConnectionError, match="cache gone at"):
+        await probe_redis_tiers()
