@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.cache.test_stats_cli import APP, zephyr
 from tests.cache.test_tiered import Peer
 from tests.servers import RedisClusterServers, SentinelTopology
 from zephyr_cache import Cache, CacheGroup, configure, get_cache
@@ -239,3 +242,23 @@ async def test_readiness_pings_every_tier(ha_url: str, clients: list[redis.Redis
     )
     with pytest.raises(ConnectionError, match="cache gone at"):
         await probe_redis_tiers()
+
+
+@pytest.mark.slow
+async def test_cli_stats_and_clear_count_every_master(
+    ha_url: str, clients: list[redis.Redis], tmp_path: Path
+) -> None:
+    (tmp_path / "caches.py").write_text(APP % ha_url)
+    cache = configured(ha_url)
+    await cache.set_many({f"k{i}": i for i in range(60)})
+    shown = zephyr("-A", "caches", "stats", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [row for row in json.loads(shown.stdout) if row["cache"] == "default"]
+    assert row["redis"]["reachable"] is True
+    assert row["redis"]["keys"] == 60
+    assert row["redis"]["topology"].startswith(
+        "Sentinel master" if ha_url.startswith("sentinel") else "Redis Cluster"
+    )
+    cleared = zephyr("-A", "caches", "clear", "default", cwd=tmp_path)
+    assert cleared.returncode == 0, cleared.stderr
+    assert keys_on(clients, "zephyr:*") == [0] * len(clients)
