@@ -95,6 +95,7 @@ async def test_sentinel_master_killed_under_cached_calls(
     new = topology.wait_failover(old[0], timeout=5)
     assert new != old[0]
     assert failovers_seen(url) >= 1
+    assert await get_cache("hot").wait_ready(10)  # subscribed again, on the new master
     # Both caches keep working on the new master, without a restart.
     assert await get_cache("hot").set("after", 1) is True
     assert await get_cache("hot").get("after") == 1
@@ -114,6 +115,7 @@ async def test_cluster_master_killed_under_cached_calls(
     assert back < BACK_WITHIN
     cluster.wait_promoted(old[0], timeout=5)
     hot = get_cache("hot")
+    assert await hot.wait_ready(10)  # every shard's channel, the promoted one's included
     assert await hot.set(probe, 1) is True
     assert await hot.get(probe) == 1
     assert await cache.incr(probe + ":n") == 1
