@@ -21,8 +21,15 @@ subscribe to every shard's channel (``_invalidation``). Redis refuses a script t
 publishes to a channel of another shard ("non local key"): the script publishes first,
 so a stale slot map costs the write (dropped, failing open), never a silent one.
 
-Private internals used: none (``RedisCluster.execute_command`` is public and extended,
-``NodesManager.slots_cache`` and ``ClusterNode.name/host/port`` are public attributes).
+redis-py 8.1's cluster client lets concurrent first calls race with its initialization
+(one of them reads "Connection closed by server"): the guarded client reads the slot
+map before letting a call through. It can also send on a connection that another task
+has just closed: it then raises ``AttributeError``, which :class:`GuardedCluster` and
+:class:`GuardedPipeline` turn into the lost connection it is (the call fails open).
+
+Private internals used: none (``RedisCluster.execute_command``/``pipeline`` and
+``ClusterPipeline.execute`` are public and extended, ``NodesManager.slots_cache`` and
+``ClusterNode.name/host/port`` are public attributes).
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import itertools
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from zephyr_cache._failopen import Bypassed, Guard, PoolBusy
@@ -171,9 +179,16 @@ class GuardedCluster(RedisCluster):
             raise Bypassed("the tier is cooling down after an outage")
         if self.in_flight >= self.limit:
             await self._wait_for_a_slot()
+        if not self.nodes_manager.slots_cache:
+            # Read the slot map once before a burst goes through: redis-py 8.1 lets
+            # concurrent first calls race with its initialization and use connections
+            # it is closing ("Connection closed by server").
+            await self.initialize()
         self.in_flight += 1
         try:
             return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            raise _lost_connection(exc) from exc
         finally:
             self.in_flight -= 1
             waiters = self.waiters
@@ -195,6 +210,31 @@ class GuardedCluster(RedisCluster):
                 raise PoolBusy(
                     f"all {self.limit} calls in flight stayed busy for {POOL_WAIT}s"
                 ) from None
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # redis-py raises
+        return GuardedPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class GuardedPipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, with the lost-connection race translated."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        if not client.nodes_manager.slots_cache:
+            await client.initialize()  # see GuardedCluster.execute_command
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:
+            raise _lost_connection(exc) from exc
+
+
+def _lost_connection(exc: AttributeError) -> RedisConnectionError:
+    # redis-py 8.1's cluster client can send on a connection another task has just
+    # disconnected (after "Connection closed by server"): its writer is then None. It
+    # is a lost connection, and must fail open like one, not escape as a bug.
+    return RedisConnectionError(f"connection lost while in use ({exc})")
 
 
 def guarded_cluster(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-
-from redis.asyncio import RedisCluster
+from typing import Any
 
 from zephyr_cache._registry import configs, is_configured
-from zephyr_core import ReadinessCheck, Settings, get_settings, mask_url
+from zephyr_core import ReadinessCheck, Settings, mask_url
 from zephyr_core._health import redis_probe
-from zephyr_core._topology import async_client
 
 
 def redis_urls() -> dict[str, str]:
@@ -23,26 +21,15 @@ def redis_urls() -> dict[str, str]:
     return {url: ", ".join(names) for url, names in urls.items()}
 
 
-async def _ping(url: str) -> None:
-    """PING the server (single), the master the Sentinels name, or every Cluster master."""
-    topology = get_settings().redis_topology(url)
-    if topology.kind == "single":
-        await redis_probe(url)()
-        return
-    client = async_client(topology, socket_connect_timeout=1.0, socket_timeout=1.0)
-    try:
-        if isinstance(client, RedisCluster):
-            await client.ping(target_nodes=RedisCluster.PRIMARIES)
-        else:
-            await client.ping()
-    finally:
-        await client.aclose()
+async def probe_redis_tiers() -> dict[str, Any]:
+    """Reach every Redis tier on fresh connections (the server, the master the Sentinels
+    name, every Cluster master); raise naming the ones that fail.
 
-
-async def probe_redis_tiers() -> None:
-    """PING every Redis tier on a fresh connection; raise naming the ones that fail."""
+    Returns, per cache, what was reached (``/health/ready`` shows it): the kind of
+    topology and the master(s).
+    """
     urls = redis_urls()
-    results = await asyncio.gather(*(_ping(url) for url in urls), return_exceptions=True)
+    results = await asyncio.gather(*(redis_probe(url)() for url in urls), return_exceptions=True)
     failed = [
         f"cache {names} at {mask_url(url)}: {type(result).__name__}: {result}"
         for (url, names), result in zip(urls.items(), results, strict=True)
@@ -50,6 +37,13 @@ async def probe_redis_tiers() -> None:
     ]
     if failed:
         raise ConnectionError("; ".join(failed))
+    return {
+        "tiers": {
+            names: result
+            for (_url, names), result in zip(urls.items(), results, strict=True)
+            if isinstance(result, dict)
+        }
+    }
 
 
 def checks(settings: Settings) -> list[ReadinessCheck]:

@@ -227,11 +227,19 @@ async def test_a_burst_waits_for_connections_instead_of_missing(
     assert cache.stats()["hits"] == 1000
 
 
-async def test_readiness_pings_every_tier(ha_url: str, clients: list[redis.Redis]) -> None:
+async def test_readiness_reaches_every_tier(
+    ha_url: str, clients: list[redis.Redis], request: pytest.FixtureRequest
+) -> None:
     from zephyr_cache._health import probe_redis_tiers
 
     configured(ha_url)
-    await probe_redis_tiers()
+    reached = (await probe_redis_tiers())["tiers"]["default, other"]
+    if ha_url.startswith("sentinel"):
+        topology: SentinelTopology = request.getfixturevalue("sentinel_topology")
+        host, port = topology.master_address()
+        assert (reached["kind"], reached["master"]) == ("sentinel", f"{host}:{port}")
+    else:
+        assert reached["kind"] == "cluster" and len(reached["masters"]) == len(clients)
     dead = (
         "sentinel://127.0.0.1:1/0?master_name=x"
         if ha_url.startswith("sentinel")
