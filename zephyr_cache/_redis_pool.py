@@ -36,9 +36,10 @@ A connection taken from the pool while the guard bypasses the tier is handed bac
 once (:class:`~zephyr_cache._failopen.Bypassed`): calls queued behind a hung server do
 not each pay a timeout once it is known to be down.
 
-Private internals used: none (``BlockingConnectionPool.get_connection`` and
-``SentinelConnectionPool.get_master_address`` are public and overridden as redis-py
-documents for subclasses).
+Private internals used: none (``BlockingConnectionPool.get_connection`` is public and
+overridden as redis-py documents for subclasses; :class:`GuardedSentinelPool` combines
+the blocking and the Sentinel pool through their constructors, and ``aclose`` reads the
+Sentinel pool's public ``sentinel_manager``).
 """
 
 from __future__ import annotations
