@@ -144,9 +144,17 @@ def _one(name: str, raw: Mapping[str, Any], settings: Settings) -> CacheConfig:
 
     if backend == "redis":
         url = raw.get("url", settings.CACHE_URL)
-        problem = redis_url_problem(url) if isinstance(url, str) else "it is not a string"
+        problem = (
+            redis_url_problem(url, allow_cluster=True)
+            if isinstance(url, str)
+            else "it is not a string"
+        )
         if problem:
             raise _fail(name, "url", url, f"not a Redis URL: {problem}")
+        try:
+            settings.redis_topology(url)  # a Sentinel master name may come from Settings
+        except ValueError as exc:
+            raise _fail(name, "url", url, str(exc)) from None
         values["url"] = url
         for option, default in (
             ("operation_timeout", DEFAULT_OPERATION_TIMEOUT),

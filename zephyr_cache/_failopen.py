@@ -2,7 +2,8 @@
 
 Each Redis cache has a :class:`Guard`. A failed call is classified (:func:`classify`):
 
-- ``"outage"``: the server cannot be reached (refused, reset, closed, still loading).
+- ``"outage"``: the server cannot be reached (refused, reset, closed, still loading; on
+  Redis Cluster also ``CLUSTERDOWN`` and an uncovered slot, as during a fail-over).
   Failing open, the guard logs one warning per outage and bypasses the tier for
   ``cooldown`` seconds (reads miss, writes are dropped); the first call after the
   cooldown tries again and the first success ends the outage.
@@ -11,8 +12,8 @@ Each Redis cache has a :class:`Guard`. A failed call is classified (:func:`class
   timing out for at least ``operation_timeout`` with no success in between (the server
   has answered nothing for two timeout periods).
 - ``"call"``: the call's own error (``WRONGTYPE``, a pool that stayed busy past its
-  wait, out of memory): never an outage. A ``get`` treats it as a miss; a write is
-  dropped; both log a warning naming the key.
+  wait, a cluster node's connection limit, out of memory): never an outage. A ``get``
+  treats it as a miss; a write is dropped; both log a warning naming the key.
 
 Failing closed (``fail_open: False``) every failure raises :class:`CacheError` naming
 the operation and the key.
@@ -35,8 +36,13 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zephyr_cache._exceptions import CacheError
@@ -44,8 +50,8 @@ from zephyr_cache._exceptions import CacheError
 logger = logging.getLogger("zephyr_cache")
 
 #: What a failing backend raises: redis errors (connection, timeout, OOM, readonly),
-#: socket errors and asyncio timeouts.
-BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+#: redis-py's cluster errors (not RedisErrors), socket errors and asyncio timeouts.
+BACKEND_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 #: Unconfirmed invalidations kept per Redis cache while it is down.
 MAX_UNCONFIRMED = 10_000
@@ -65,9 +71,9 @@ class Bypassed(RedisError):
 
 def classify(exc: BaseException) -> Kind:
     """Whether ``exc`` means the server is unreachable, slow, or this call failed."""
-    if isinstance(exc, PoolBusy):
+    if isinstance(exc, PoolBusy | MaxConnectionsError):
         return "call"
-    if isinstance(exc, Bypassed):
+    if isinstance(exc, Bypassed | ClusterDownError | RedisClusterException):
         return "outage"
     if isinstance(exc, RedisTimeoutError | TimeoutError):
         return "timeout"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from zephyr_cache._registry import configs, is_configured
 from zephyr_core import ReadinessCheck, Settings, mask_url
@@ -20,8 +21,13 @@ def redis_urls() -> dict[str, str]:
     return {url: ", ".join(names) for url, names in urls.items()}
 
 
-async def probe_redis_tiers() -> None:
-    """PING every Redis tier on a fresh connection; raise naming the ones that fail."""
+async def probe_redis_tiers() -> dict[str, Any]:
+    """Reach every Redis tier on fresh connections (the server, the master the Sentinels
+    name, every Cluster master); raise naming the ones that fail.
+
+    Returns, per cache, what was reached (``/health/ready`` shows it): the kind of
+    topology and the master(s).
+    """
     urls = redis_urls()
     results = await asyncio.gather(*(redis_probe(url)() for url in urls), return_exceptions=True)
     failed = [
@@ -31,6 +37,13 @@ async def probe_redis_tiers() -> None:
     ]
     if failed:
         raise ConnectionError("; ".join(failed))
+    return {
+        "tiers": {
+            names: result
+            for (_url, names), result in zip(urls.items(), results, strict=True)
+            if isinstance(result, dict)
+        }
+    }
 
 
 def checks(settings: Settings) -> list[ReadinessCheck]:

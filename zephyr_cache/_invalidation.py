@@ -5,6 +5,14 @@ write (a Lua script), on one channel per Redis server; each process subscribes o
 server (on the background runner loop) and drops the named keys from its local tiers,
 typically within a millisecond or two. Messages a process sent itself are skipped.
 
+On Sentinel the channel lives on the master the Sentinels name (the subscription is
+opened through them, and re-opened on the new master after a fail-over; a replica
+also delivers what its master publishes). On Redis Cluster each shard has its own
+channel (``_cluster.channel_for_slot``), written with ``SPUBLISH`` in the same script as
+the write; each process subscribes to every shard's channel on a plain connection to
+its master (``SSUBSCRIBE``) and loses the subscription, flushing its local tiers, when
+any master fails: a Cluster fail-over flushes local tiers like an outage does.
+
 When the subscription is lost (Redis down, connection cut, no PONG within
 ``LOST_AFTER`` seconds) every local tier is flushed and ``healthy`` turns False, so
 tiered caches bypass their local tiers until the subscription is back (and flushed once
@@ -42,13 +50,18 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from zephyr_cache._cluster import cluster_options, masters_with_channels
 from zephyr_cache._memory import MemoryBackend
+from zephyr_cache._redis_pool import sentinel_manager
 from zephyr_cache._runner import runner
-from zephyr_core import mask_url
+from zephyr_core import get_settings, mask_url
 from zephyr_core._background import PerProcess, cancel_on_loop, current_pid
+from zephyr_core._topology import RedisTopology, on_failover
 
 logger = logging.getLogger("zephyr_cache")
 
@@ -169,47 +182,36 @@ class InvalidationChannel:
 
     async def _listen(self) -> None:
         backoff = 0.05
+        topology = get_settings().redis_topology(self.url)
         while not self._stopping:
-            client = Redis.from_url(
-                self.url,
-                socket_connect_timeout=1.0,
-                socket_timeout=None,
-                retry=Retry(NoBackoff(), 0),
-            )
-            pubsub = client.pubsub()
+            subscribed: list[_Subscribed] = []
             try:
-                await pubsub.subscribe(CHANNEL)
-                confirmation = await pubsub.get_message(timeout=2.0)
-                if not confirmation or confirmation.get("type") != "subscribe":
-                    raise ConnectionError("no subscribe confirmation")
+                if topology.kind == "cluster":
+                    subscribed = await _subscribe_shards(topology, self._handle)
+                else:
+                    subscribed = [await _subscribe(topology, self.url, self._handle)]
                 self._flush()  # anything cached before now may have missed a message
                 self.healthy = True
                 self.ready.set()
                 backoff = 0.05
-                connection = pubsub.connection
-                assert connection is not None
-                # Messages that came with the confirmation, then hand the socket over.
-                while await connection.can_read():
-                    reply = await connection.read_response(push_request=True)
-                    if reply and reply[0] == b"message":
-                        self._handle(reply[2])
-                receiver = _Receiver(self._handle)
-                transport = connection._writer.transport
-                transport.set_protocol(receiver)
-                receiver.connection_made(transport)  # set_protocol does not call it
+                receivers = [s.receiver for s in subscribed]
                 pinged = time.monotonic()
                 while not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.5):
-                            await asyncio.shield(receiver.closed)
-                    if receiver.closed.done():
+                            await asyncio.wait(
+                                [asyncio.shield(r.closed) for r in receivers],
+                                return_when=asyncio.FIRST_COMPLETED,
+                            )
+                    if any(r.closed.done() for r in receivers):
                         raise ConnectionError("the server closed the subscription")
                     now = time.monotonic()
-                    if now - receiver.heard > LOST_AFTER:
+                    if any(now - r.heard > LOST_AFTER for r in receivers):
                         raise ConnectionError(f"no PONG for {LOST_AFTER}s")
                     if now - pinged >= PING_EVERY:
                         pinged = now
-                        receiver.ping()
+                        for receiver in receivers:
+                            receiver.ping()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -218,12 +220,127 @@ class InvalidationChannel:
                 )
             finally:
                 self._lost()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                for subscription in subscribed:
+                    await subscription.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+class _Subscribed:
+    """One subscribed connection whose socket a :class:`_Receiver` reads."""
+
+    def __init__(self, client: Redis, pubsub: PubSub, receiver: _Receiver, owner: Any) -> None:
+        self.client = client
+        self.pubsub = pubsub
+        self.receiver = receiver
+        self.owner = owner  # a Sentinel manager to close as well, or None
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+        if self.owner is not None:
+            with contextlib.suppress(Exception):
+                await self.owner.aclose()
+
+
+_LISTENER_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": None}
+
+
+async def _hand_over(
+    client: Redis,
+    pubsub: PubSub,
+    kind: str,
+    handle: Callable[[bytes], None],
+    owner: Any = None,
+) -> _Subscribed:
+    """Check the subscription was confirmed, then give its socket to a :class:`_Receiver`."""
+    try:
+        confirmation = await pubsub.get_message(timeout=2.0)
+        if not confirmation or confirmation.get("type") != kind:
+            raise ConnectionError(f"no {kind} confirmation")
+        connection = pubsub.connection
+        assert connection is not None
+        # Messages that came with the confirmation, then hand the socket over.
+        while await connection.can_read():
+            reply = await connection.read_response(push_request=True)
+            if reply and reply[0] in _MESSAGES:
+                handle(reply[2])
+        receiver = _Receiver(handle)
+        transport = connection._writer.transport
+        transport.set_protocol(receiver)
+        receiver.connection_made(transport)  # set_protocol does not call it
+    except BaseException:
+        await _Subscribed(client, pubsub, None, owner).aclose()  # type: ignore[arg-type]
+        raise
+    return _Subscribed(client, pubsub, receiver, owner)
+
+
+async def _subscribe(
+    topology: RedisTopology, url: str, handle: Callable[[bytes], None]
+) -> _Subscribed:
+    """SUBSCRIBE on the server (single) or on the master the Sentinels name."""
+    owner: Sentinel | None = None
+    if topology.kind == "sentinel":
+        assert topology.master_name is not None
+        owner = sentinel_manager(topology)
+        options: dict[str, Any] = {"db": topology.db, **_LISTENER_OPTIONS}
+        if topology.username:
+            options["username"] = topology.username
+        if topology.password:
+            options["password"] = topology.password
+        if topology.tls:
+            options.update(ssl=True, **topology.ssl_options)
+        client = owner.master_for(topology.master_name, retry=Retry(NoBackoff(), 0), **options)
+    else:
+        client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_LISTENER_OPTIONS)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(CHANNEL)
+    except BaseException:
+        await _Subscribed(client, pubsub, None, owner).aclose()  # type: ignore[arg-type]
+        raise
+    return await _hand_over(client, pubsub, "subscribe", handle, owner)
+
+
+async def _subscribe_shards(
+    topology: RedisTopology, handle: Callable[[bytes], None]
+) -> list[_Subscribed]:
+    """SSUBSCRIBE to every shard's channel, on a plain connection to its master.
+
+    redis-py's async ``ClusterPubSub`` can follow sharded channels, but reads them
+    through ``get_sharded_message`` polling each node in turn; a plain connection per
+    master lets the socket's own callback parse messages as on a single server, and a
+    lost master (killed, or its slots moved: Redis then sends ``sunsubscribe``) ends the
+    subscription, which is re-resolved from the slot map.
+    """
+    targets = await masters_with_channels(
+        topology, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+    options = {k: v for k, v in cluster_options(topology).items() if k != "startup_nodes"}
+    subscribed: list[_Subscribed] = []
+    try:
+        for host, port, channel in targets:
+            client = Redis(
+                host=host, port=port, retry=Retry(NoBackoff(), 0), **options, **_LISTENER_OPTIONS
+            )
+            pubsub = client.pubsub()
+            try:
+                await pubsub.ssubscribe(channel)
+            except BaseException:
+                await _Subscribed(client, pubsub, None, None).aclose()  # type: ignore[arg-type]
+                raise
+            subscribed.append(await _hand_over(client, pubsub, "ssubscribe", handle))
+    except BaseException:
+        for subscription in subscribed:
+            await subscription.aclose()
+        raise
+    return subscribed
+
+
+#: Replies carrying a message: plain and sharded pub/sub.
+_MESSAGES = (b"message", b"smessage")
 
 
 class _Receiver(asyncio.Protocol):
@@ -251,8 +368,12 @@ class _Receiver(asyncio.Protocol):
         reader.feed(data)
         reply = reader.gets()
         while reply is not False:
-            if isinstance(reply, list) and reply[0] == b"message":
-                self.handle(reply[2])
+            if isinstance(reply, list):
+                if reply[0] in _MESSAGES:
+                    self.handle(reply[2])
+                elif reply[0] == b"sunsubscribe" and self.transport is not None:
+                    # Redis dropped a sharded subscription (its slot moved): resubscribe.
+                    self.transport.close()
             reply = reader.gets()
 
     def ping(self) -> None:
@@ -294,6 +415,14 @@ def flush_local_tiers(url: str) -> None:
     channel = _channels.get(url)
     if channel is not None:
         channel._flush()
+
+
+def _flush_on_failover(topology: RedisTopology, old: object, new: object) -> None:
+    # A new master may lack writes the old one acknowledged: local copies may be newer.
+    flush_local_tiers(topology.url)
+
+
+on_failover(_flush_on_failover)
 
 
 def stop_all() -> None:

@@ -5,7 +5,7 @@ Here: which commands each operation sends, and what it answers when they fail.
 
 - Writes announced on the invalidation channel (a Redis cache under a local tier) run
   as one cached Lua script (``EVALSHA``, falling back to ``EVAL`` after a script
-  flush) that writes and ``PUBLISH``-es: one command, atomic, no ``MULTI``.
+  flush) that ``PUBLISH``-es (``SPUBLISH`` on Cluster) and writes: one command, atomic.
 - ``set_many`` is one script whatever the timeout (``SET ... PX`` per key): one round
   trip, all or nothing.
 - ``incr`` does not fail open: it raises :class:`CacheError` while Redis is down, when
@@ -14,8 +14,8 @@ Here: which commands each operation sends, and what it answers when they fail.
 - A ``get`` on a key holding another Redis type (``WRONGTYPE``) is a miss with a
   warning, never an outage.
 - Deletes and clears that could not be confirmed are replayed (``_failopen.Unconfirmed``)
-  before the next call once Redis answers; when an outage ends, this process's local
-  tiers over the same server are flushed.
+  before the next call once Redis answers; when an outage ends, or the Sentinels name a
+  new master (a fail-over), this process's local tiers over the same server are flushed.
 - A ``set`` that timed out returns False, but Redis may still apply it when it
   answers (its announcement then drops local copies elsewhere, as for any write).
 """
@@ -62,37 +62,61 @@ class _Script:
             return await client.execute_command("EVAL", self.source, len(keys), *keys, *args)
 
 
+# Each script announces first, then writes: atomic either way, and on Cluster a script
+# whose SPUBLISH is refused (another shard's channel) has written nothing.
+
 # KEYS: keys; ARGV: px ('' = no expiry), channel, message ('' = none), payloads...
-_SET = _Script("""
+_SET = """
+if ARGV[3] ~= '' then redis.call('{publish}', ARGV[2], ARGV[3]) end
 local px = ARGV[1]
 for i, key in ipairs(KEYS) do
   if px == '' then redis.call('SET', key, ARGV[i + 3])
   else redis.call('SET', key, ARGV[i + 3], 'PX', px) end
 end
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return 1
-""")
+"""
 
 # KEYS: keys; ARGV: channel, message ('' = none). Returns how many existed.
-_DELETE = _Script("""
+_DELETE = """
+if ARGV[2] ~= '' then redis.call('{publish}', ARGV[1], ARGV[2]) end
 local n = 0
 for _, key in ipairs(KEYS) do n = n + redis.call('DEL', key) end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
 return n
-""")
+"""
 
 # KEYS: counter; ARGV: delta, px of a new counter ('' = none), channel, message.
 # The total is read back as text: Lua numbers are doubles (exact only to 2**53).
-_INCR = _Script("""
+_INCR = """
+if ARGV[4] ~= '' then redis.call('{publish}', ARGV[3], ARGV[4]) end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[2]) end
 redis.call('INCRBY', KEYS[1], ARGV[1])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return redis.call('GET', KEYS[1])
-""")
+"""
+
+# KEYS: the key; ARGV: channel, message, then one command naming KEYS[1] (on Cluster,
+# where a MULTI with a PUBLISH cannot be routed to the key's shard).
+_CALL = """
+redis.call('{publish}', ARGV[1], ARGV[2])
+return redis.call(unpack(ARGV, 3))
+"""
 
 _RELEASE = _Script(
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
+
+
+class Scripts:
+    """The scripts that announce writes, with ``PUBLISH`` or (on Cluster) ``SPUBLISH``."""
+
+    def __init__(self, publish: str) -> None:
+        self.set = _Script(_SET.replace("{publish}", publish))
+        self.delete = _Script(_DELETE.replace("{publish}", publish))
+        self.incr = _Script(_INCR.replace("{publish}", publish))
+        self.call = _Script(_CALL.replace("{publish}", publish))
+
+
+PLAIN = Scripts("PUBLISH")
+SHARDED = Scripts("SPUBLISH")
 
 
 def _px(ttl: float | None) -> int | str:
@@ -103,8 +127,11 @@ class RedisStore(Store):
     """A Redis server through aiocache's ``RedisCache`` (see the module docstring).
 
     With ``publish`` on, writes are announced on the invalidation channel in the same
-    command so local tiers elsewhere drop the keys.
+    command so local tiers elsewhere drop the keys. ``ClusterStore`` (``_cluster_store``)
+    overrides the hooks below for Redis Cluster.
     """
+
+    scripts = PLAIN
 
     def __init__(
         self,
@@ -125,6 +152,44 @@ class RedisStore(Store):
             guard.operation_timeout = connector.operation_timeout
             url = connector.url
             guard.on_recovery.append(lambda: flush_local_tiers(url))
+
+    # -- hooks (Redis Cluster overrides them) ------------------------------------
+
+    async def _get_payload(self, key: str) -> bytes | None:
+        """GET through aiocache's ``RedisCache``."""
+        payload: bytes | None = await self.connector.backend().get(key)
+        return payload
+
+    async def _set_payload(self, key: str, payload: bytes, ttl: float | None) -> None:
+        """SET (with EX/PX) through aiocache's ``RedisCache``."""
+        await self.connector.backend().set(key, payload, ttl=_ttl(ttl))
+
+    async def _channel(self, key: str) -> str:
+        """The channel announcing a write of ``key``."""
+        return CHANNEL
+
+    async def _by_channel(self, keys: list[str]) -> list[tuple[str, list[str]]]:
+        """``keys`` split into batches one script may write, each with its channel."""
+        return [(CHANNEL, keys)]
+
+    async def _announce(self, client: Any, note: str, key: str) -> None:
+        """Announce ``note`` (a change of ``key``, or a prefix) outside a script."""
+        await client.publish(CHANNEL, note)
+
+    async def _delete_keys(self, client: Any, keys: list[str], publish: bool) -> int:
+        """Delete ``keys`` (announced when ``publish``); how many existed."""
+        deleted = 0
+        for channel, batch in await self._by_channel(keys):
+            note = message(batch) if publish else ""
+            deleted += int(await self.scripts.delete(client, batch, [channel, note]))
+        return deleted
+
+    async def _call_announced(self, client: Any, key: str, command: tuple[Any, ...]) -> Any:
+        """Run ``command`` on ``key`` and announce the change, atomically."""
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.execute_command(*command)
+            pipe.execute_command("PUBLISH", CHANNEL, message([key]))
+            return (await pipe.execute())[0]
 
     # -- helpers -----------------------------------------------------------------
 
@@ -175,13 +240,11 @@ class RedisStore(Store):
             for publish in (True, False):
                 batch = [key for key, announce in keys.items() if announce is publish]
                 for start in range(0, len(batch), 1000):
-                    chunk = batch[start : start + 1000]
-                    note = message(chunk) if publish else ""
-                    await _DELETE(backend.client, chunk, [CHANNEL, note])
+                    await self._delete_keys(backend.client, batch[start : start + 1000], publish)
             for prefix, publish in prefixes.items():
                 await backend.delete_prefix(prefix)
                 if publish:
-                    await backend.client.publish(CHANNEL, message(prefix=prefix))
+                    await self._announce(backend.client, message(prefix=prefix), prefix)
         except BACKEND_ERRORS as exc:
             for key, publish in keys.items():
                 guard.remember([key], publish)
@@ -192,7 +255,7 @@ class RedisStore(Store):
         guard.succeeded()
         return True
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: list[Any], size: int) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any], size: int) -> Any:
         """Run a script; a large payload gets its own client and a longer time budget."""
         backend = self.connector.backend()
         if size < LARGE:
@@ -208,7 +271,7 @@ class RedisStore(Store):
             self.stats.misses += 1
             return MISSING
         try:
-            payload = await self.connector.backend().get(key)
+            payload = await self._get_payload(key)
         except BACKEND_ERRORS as exc:
             self._failed(exc, "GET", key)
             self.stats.misses += 1
@@ -293,10 +356,11 @@ class RedisStore(Store):
             return False
         try:
             if not self.publish and len(payload) < LARGE:
-                await self.connector.backend().set(key, payload, ttl=_ttl(ttl))
+                await self._set_payload(key, payload, ttl)
             else:
                 note = message([key]) if self.publish else ""
-                await self._run(_SET, [key], [_px(ttl), CHANNEL, note, payload], len(payload))
+                args = [_px(ttl), await self._channel(key), note, payload]
+                await self._run(self.scripts.set, [key], args, len(payload))
         except BACKEND_ERRORS as exc:
             self._failed(exc, "SET", key)
             return False
@@ -311,17 +375,23 @@ class RedisStore(Store):
         if guard.troubled and not await self._usable():
             return False
         keys = [key for key, _, _ in items]
-        payloads = [payload for _, _, payload in items]
-        note = message(keys) if self.publish else ""
         try:
-            size = sum(map(len, payloads))
-            await self._run(_SET, keys, [_px(ttl), CHANNEL, note, *payloads], size)
+            await self._set_many(items, ttl)
         except BACKEND_ERRORS as exc:
             self._failed(exc, "SET (set_many)", keys)
             return False
         if guard.troubled:
             guard.succeeded()
         return True
+
+    async def _set_many(self, items: Sequence[tuple[str, Any, bytes]], ttl: float | None) -> None:
+        """One script writing every item (all or nothing)."""
+        keys = [key for key, _, _ in items]
+        payloads = [payload for _, _, payload in items]
+        note = message(keys) if self.publish else ""
+        size = sum(map(len, payloads))
+        args = [_px(ttl), await self._channel(keys[0]), note, *payloads]
+        await self._run(self.scripts.set, keys, args, size)
 
     async def _write(
         self, operation: str, key: str, command: tuple[Any, ...], strict: bool = False
@@ -341,10 +411,7 @@ class RedisStore(Store):
         client = self.connector.backend().client
         try:
             if self.publish:
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.execute_command(*command)
-                    pipe.execute_command("PUBLISH", CHANNEL, message([key]))
-                    reply = (await pipe.execute())[0]
+                reply = await self._call_announced(client, key, command)
             else:
                 reply = await client.execute_command(*command)
         except BACKEND_ERRORS as exc:
@@ -379,9 +446,7 @@ class RedisStore(Store):
             return 0
         try:
             if self.publish:
-                deleted = await _DELETE(
-                    self.connector.backend().client, keys, [CHANNEL, message(keys)]
-                )
+                deleted = await self._delete_keys(self.connector.backend().client, keys, True)
             else:
                 deleted = await self.connector.backend().client.delete(*keys)
         except BACKEND_ERRORS as exc:
@@ -402,7 +467,7 @@ class RedisStore(Store):
             backend = self.connector.backend()
             await backend.delete_prefix(prefix)
             if self.publish:
-                await backend.client.publish(CHANNEL, message(prefix=prefix))
+                await self._announce(backend.client, message(prefix=prefix), prefix)
         except BACKEND_ERRORS as exc:
             guard.remember_prefix(prefix, self.publish)
             self._failed(exc, "CLEAR", prefix + "*")
@@ -419,8 +484,10 @@ class RedisStore(Store):
             raise CacheError(f"{guard.where}: incr {key!r} by {delta}: overflows a 64-bit integer")
         note = message([key]) if self.publish else ""
         try:
-            total = await _INCR(
-                self.connector.backend().client, [key], [delta, _px(ttl), CHANNEL, note]
+            total = await self.scripts.incr(
+                self.connector.backend().client,
+                [key],
+                [delta, _px(ttl), await self._channel(key), note],
             )
         except BACKEND_ERRORS as exc:
             text = str(exc)
@@ -453,7 +520,7 @@ class RedisStore(Store):
         try:
             client = self.connector.backend().client
             if await _RELEASE(client, [key], [payload]) and self.publish:
-                await client.publish(CHANNEL, message([key]))
+                await self._announce(client, message([key]), key)
         except BACKEND_ERRORS as exc:
             self._failed(exc, "release lock", key)
             return

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
 from zephyr_cache._cache import DEFAULT, Cache, Timeout
+from zephyr_cache._cluster_store import ClusterStore
 from zephyr_cache._config import CacheConfig, from_settings, parse
 from zephyr_cache._failopen import Guard
 from zephyr_cache._invalidation import InvalidationChannel, channel_for, stop_all
@@ -134,7 +135,8 @@ def _store(
         if guard is None:
             where = f"cache {config.name!r} (redis at {mask_url(config.url)})"
             guard = _guards[config.name] = Guard(where, config.fail_open, config.cooldown)
-        store = RedisStore(
+        kind = ClusterStore if connector.kind == "cluster" else RedisStore
+        store = kind(
             config.name,
             stats,
             connector,

@@ -49,6 +49,10 @@ class Serializer(BaseSerializer):  # type: ignore[misc]
         raise NotImplementedError
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class JsonSerializer(Serializer):
     """Standard JSON: tuples come back as lists, dict keys as strings."""
 
@@ -57,7 +61,7 @@ class JsonSerializer(Serializer):
     def _dumps(self, value: Any) -> bytes:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(int(value)).encode()  # an IntEnum member: its decimal value
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encode_json(value).encode()
 
     def _loads(self, value: bytes) -> Any:
         return json.loads(value)

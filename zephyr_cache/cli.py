@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import click
+from redis.asyncio import RedisCluster
 
 from zephyr_cache._exceptions import CacheError
 from zephyr_cache._redis import RedisStore
@@ -59,11 +60,25 @@ async def _redis_view(name: str, store: RedisStore, key_prefix: str) -> dict[str
     """What Redis says: reachable, keys under our prefix, every process's counters for
     this cache (flushed there every few seconds), the server's own hit ratio."""
     client = store.connector.backend().client
-    view: dict[str, Any] = {"url": mask_url(store.connector.url)}
+    view: dict[str, Any] = {
+        "url": mask_url(store.connector.url),
+        "topology": store.connector.topology.describe(),
+    }
     try:
-        info = await client.info("stats")
         keys = 0
-        async for _ in client.scan_iter(match=f"{key_prefix}:*", count=1000):
+        if isinstance(client, RedisCluster):  # every master's keys and counters
+            per_node = await client.info("stats", target_nodes=RedisCluster.PRIMARIES)
+            info = {
+                field: sum(int(stats.get(field, 0)) for stats in per_node.values())
+                for field in ("keyspace_hits", "keyspace_misses")
+            }
+            scan = client.scan_iter(
+                match=f"{key_prefix}:*", count=1000, target_nodes=RedisCluster.PRIMARIES
+            )
+        else:
+            info = await client.info("stats")
+            scan = client.scan_iter(match=f"{key_prefix}:*", count=1000)
+        async for _ in scan:
             keys += 1
         view["app"] = (await read(store.connector, key_prefix)).get(name, {})
     except Exception as exc:
