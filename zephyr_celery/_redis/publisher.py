@@ -17,8 +17,22 @@ commands, and the commands of every job enqueued in the same loop iteration shar
 one write. Workers consume the messages unchanged.
 
 Used when the broker is a plain ``redis://`` URL (an address, a database and
-credentials) without a global key prefix (the commands would need it); otherwise
-the publisher thread does it.
+credentials) or a ``sentinel://`` one (no TLS), without a global key prefix (the
+commands would need it); otherwise the publisher thread does it.
+
+On Sentinel each new connection goes to the master the Sentinels name at that
+moment (:mod:`.master`). A lost connection, or a ``-READONLY`` reply (the server
+was demoted to replica by a fail-over), drops the connection and the commands are
+sent again on a new one, under Celery's publish retry policy: a ``delay()`` either
+gets its message onto the current master or raises. A message the old master took
+just before it died may be lost with it (Redis replicates asynchronously) unless
+JOB_ENQUEUE_REPLICAS asks for ``WAIT`` (:mod:`.replicas`): then the commands carry
+a ``WAIT N timeout`` too, on the same connection, and a ``delay()`` whose message
+fewer than N replicas confirmed raises.
+
+Private internals used:
+
+- ``kombu.Producer._batch_local``
 """
 
 from __future__ import annotations
@@ -31,14 +45,19 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from zephyr_celery._redis import replicas as _replicas
 from zephyr_celery._redis import wire as _wire
+from zephyr_celery._redis.master import Target, app_topology, lean_target
 from zephyr_celery._redis.templates import Sampler, Template, make_template
 from zephyr_celery._redis.wire import pack
 
 # Connection losses a send retries under Celery's publish retry policy.
-_RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRIED: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# On Sentinel, a -READONLY reply too: the server was demoted, the master is elsewhere.
+_RETRIED_ON_SENTINEL = (*_RETRIED, ReadOnlyError)
 
 
 class _Collector:
@@ -63,6 +82,19 @@ class _CaptureState:
         return channel.basic_publish(message, _publish_batch=self.collector, **kwargs)
 
 
+def capture(app: Any, producer: Any, name: str, message: Any, options: dict[str, Any]) -> Any:
+    """Run Celery's send_task_message on a Redis ``producer``; return the commands it
+    produced, unsent (kombu's ``(name, args)`` pairs)."""
+    collector = _Collector()
+    local = producer._batch_local
+    local.current = _CaptureState(collector)
+    try:
+        app.amqp.send_task_message(producer, name, message, declare=[], retry=False, **options)
+    finally:
+        del local.current
+    return collector.commands
+
+
 class RedisPublisher:
     """Sends one app's job messages from one event loop, pipelining what queues up."""
 
@@ -70,13 +102,20 @@ class RedisPublisher:
         self.app = app
         self.producer = producer
         self.loop = asyncio.get_running_loop()
-        url = str(app.conf.broker_url)
-        params = _wire.plain_params(url)
-        assert params is not None  # eligible() checked
-        self._params = params
+        target = broker_target(app)
+        assert target is not None  # eligible() checked
+        self._target = target
+        self._retried: tuple[type[Exception], ...] = (
+            _RETRIED_ON_SENTINEL if target.follows_master else _RETRIED
+        )
+        # JOB_ENQUEUE_REPLICAS: WAIT after each message, on the same connection.
+        self._replicas = _replicas.for_app(app)
+        self._wait = _replicas.wait_command(self._replicas)
         # The broker's socket_timeout (30 s from our settings), as kombu's would.
         timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
         self._reply_timeout = float(timeout or _wire.REPLY_TIMEOUT)
+        if self._replicas.count:  # a WAIT must not look like a dead peer
+            self._reply_timeout += self._replicas.timeout
         self._wire: _wire.Replies | None = None
         self._connecting: asyncio.Future[_wire.Replies] | None = None
         self._templates: dict[Hashable, Template | None] = {}
@@ -99,16 +138,8 @@ class RedisPublisher:
 
     def commands_for(self, name: str, message: Any, options: dict[str, Any]) -> list[Any]:
         """Run Celery's send_task_message and return the Redis commands it produced."""
-        collector = _Collector()
-        local = self.producer._batch_local
-        local.current = _CaptureState(collector)
-        try:
-            self.app.amqp.send_task_message(
-                self.producer, name, message, declare=[], retry=False, **options
-            )
-        finally:
-            del local.current
-        return collector.commands
+        commands: list[Any] = capture(self.app, self.producer, name, message, options)
+        return commands
 
     def template(self, key: Hashable, sample: Sampler) -> Template | None:
         """The template of the route ``key`` (made on first use; ``None``: use Celery).
@@ -139,16 +170,28 @@ class RedisPublisher:
     async def send_packed(self, packed: bytes, replies: int) -> None:
         """Send packed commands and wait for their replies, retrying on a lost
         connection as Celery's publish retry policy says (a retried message can be
-        delivered twice: at-least-once)."""
+        delivered twice: at-least-once).
+
+        Raises:
+            ReplicaShortfall: JOB_ENQUEUE_REPLICAS: the message is on the master but
+                fewer replicas than asked confirmed it in time.
+        """
+        if self._wait:
+            packed += self._wait
+            replies += 1
         wire = self._wire
         if wire is not None and not wire.closed:  # the usual case, kept short
             try:
-                await wire.submit(packed, replies)
-                return
-            except _RETRIED:
+                confirmed = await wire.submit(packed, replies, last=bool(self._wait))
+            except self._retried as exc:
                 if not self._retry_policy[0]:
                     raise
+                self._drop(wire, exc)
                 failed = 1
+            else:
+                if self._wait:
+                    self._replicas.check(confirmed)
+                return
         else:
             failed = 0
         retries, interval, step, ceiling = self._retry_policy
@@ -158,26 +201,41 @@ class RedisPublisher:
                 interval = min(interval + step, ceiling)
             try:
                 wire = await self._connection()
-                await wire.submit(packed, replies)
-                return
-            except _RETRIED:
+                confirmed = await wire.submit(packed, replies, last=bool(self._wait))
+            except self._retried as exc:
                 failed += 1
                 if failed > retries:
                     raise
+                self._drop(wire, exc)
+                continue
+            if self._wait:
+                self._replicas.check(confirmed)
+            return
+
+    def _drop(self, wire: _wire.Replies | None, exc: BaseException) -> None:
+        """After ``exc``: a READONLY reply means the server is a replica now; close
+        the connection so the next one goes to the master Sentinel names."""
+        if wire is not None and isinstance(exc, ReadOnlyError) and not wire.closed:
+            wire.close()
 
     async def _connection(self) -> _wire.Replies:
         wire = self._wire
         if wire is not None and not wire.closed:
             return wire
-        params = self._params
         connecting = self._connecting
         if connecting is None or connecting.done():
-            loop = asyncio.get_running_loop()
-            connecting = self._connecting = asyncio.ensure_future(
-                _wire.connect(params, lambda: _wire.Replies(loop, self._reply_timeout))
-            )
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
             connecting.add_done_callback(self._connected)
         return await asyncio.shield(connecting)
+
+    async def _connect(self) -> _wire.Replies:
+        # On Sentinel, ask for the master now: after a fail-over it is another server.
+        params = await self._target.params()
+        loop = asyncio.get_running_loop()
+        wire: _wire.Replies = await _wire.connect(
+            params, lambda: _wire.Replies(loop, self._reply_timeout)
+        )
+        return wire
 
     def _connected(self, connecting: asyncio.Future[_wire.Replies]) -> None:
         if not connecting.cancelled() and connecting.exception() is None:
@@ -207,14 +265,27 @@ def eligible(app: Any) -> bool:
 
 
 def _check_eligible(app: Any) -> bool:
-    url = str(app.conf.broker_url or "")
     options = app.conf.broker_transport_options or {}
     return (
-        url.startswith("redis://")
-        and not options.get("global_keyprefix")
+        not options.get("global_keyprefix")
         and not app.conf.broker_use_ssl
-        and _wire.plain_params(url) is not None
+        and broker_target(app) is not None
     )
+
+
+def broker_target(app: Any) -> Target | None:
+    """Where the fast path sends ``app``'s messages: a ``redis://`` server or the
+    master of a ``sentinel://`` URL; ``None`` when it cannot (TLS, a socket, options)."""
+    url = str(app.conf.broker_url or "")
+    # Our settings hand kombu the Sentinels as zephyr-sentinel:// URLs (the scheme
+    # picks our transport; see zephyr_celery._broker): the same URL list otherwise.
+    url = url.replace(f"{_SENTINEL_ALIAS}://", "sentinel://")
+    if not url.startswith(("redis://", "sentinel://")):
+        return None
+    return lean_target(app_topology(app, url, app.conf.broker_transport_options))
+
+
+_SENTINEL_ALIAS = "zephyr-sentinel"  # zephyr_celery._broker.SENTINEL_ALIAS
 
 
 _lock = threading.Lock()
