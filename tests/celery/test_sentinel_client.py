@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -227,3 +227,55 @@ async def test_replicas_on_a_redis_without_replicas_fail_after_the_timeout(
         )
     assert 0.2 <= loop.time() - start < 5
     assert len(queued_ids(redis.Redis.from_url(redis_url))) == 1
+
+
+# -- passwords and TLS (topologies of their own) --------------------------------------------
+
+
+async def test_both_passwords_on_every_path(
+    own_sentinel_topology: Callable[..., SentinelTopology],
+) -> None:
+    """Redis's password (the URL's userinfo) and the Sentinels' own (sentinel_password):
+    the fast path and the waiter ask the Sentinels and log in to the master."""
+    topology = own_sentinel_topology(password="redis-pw", sentinel_password="sentinel-pw")
+    app = create_app(Settings(JOB_QUEUE_URL=topology.url(DB), JOB_ENQUEUE_REPLICAS=1))
+    set_app(app)
+    try:
+        handle = await add.delay(1, 2)
+        assert _redis_publish.current(app) is not None
+        host, port = topology.master_address()
+        queued = redis.Redis(host=host, port=port, db=DB, password="redis-pw")
+        assert queued_ids(queued) == [handle.id]
+        await asyncio.to_thread(app.backend.store_result, handle.id, 3, "SUCCESS")
+        assert await handle.wait(timeout=10) == 3
+        assert "redis-pw" not in app.backend.as_uri()
+        assert "sentinel-pw" not in app.backend.as_uri()
+    finally:
+        set_app(None)
+        app.close()
+
+
+async def test_tls_sentinels_take_redis_pys_paths(
+    own_sentinel_topology: Callable[..., SentinelTopology],
+) -> None:
+    """sentinels:// (TLS): no lean connection; Celery's path sends (with WAIT), redis-py's
+    pub/sub waits, both on the master the Sentinels name."""
+    topology = own_sentinel_topology(tls=True)
+    assert topology.ca_file is not None
+    url = f"{topology.url(DB)}&ssl_ca_certs={topology.ca_file}"
+    app = create_app(Settings(JOB_QUEUE_URL=url, JOB_ENQUEUE_REPLICAS=1))
+    set_app(app)
+    try:
+        assert not _redis_publish.eligible(app)
+        handle = await add.delay(1, 2)
+        host, port = topology.master_address()
+        queued = redis.Redis(
+            host=host, port=port, db=DB, ssl=True, ssl_ca_certs=str(topology.ca_file)
+        )
+        assert queued_ids(queued) == [handle.id]
+        waiting = asyncio.ensure_future(handle.wait(timeout=10))
+        await asyncio.to_thread(app.backend.store_result, handle.id, 3, "SUCCESS")
+        assert await waiting == 3
+    finally:
+        set_app(None)
+        app.close()

@@ -48,6 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from zephyr_celery._broker import SENTINEL_ALIAS
 from zephyr_celery._redis import replicas as _replicas
 from zephyr_celery._redis import wire as _wire
 from zephyr_celery._redis.master import Target, app_topology, lean_target
@@ -279,13 +280,10 @@ def broker_target(app: Any) -> Target | None:
     url = str(app.conf.broker_url or "")
     # Our settings hand kombu the Sentinels as zephyr-sentinel:// URLs (the scheme
     # picks our transport; see zephyr_celery._broker): the same URL list otherwise.
-    url = url.replace(f"{_SENTINEL_ALIAS}://", "sentinel://")
+    url = url.replace(f"{SENTINEL_ALIAS}://", "sentinel://")
     if not url.startswith(("redis://", "sentinel://")):
         return None
     return lean_target(app_topology(app, url, app.conf.broker_transport_options))
-
-
-_SENTINEL_ALIAS = "zephyr-sentinel"  # zephyr_celery._broker.SENTINEL_ALIAS
 
 
 _lock = threading.Lock()
