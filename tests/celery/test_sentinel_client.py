@@ -207,6 +207,24 @@ async def test_too_few_replicas_raise_an_error_that_says_the_job_is_queued(
     assert queued_ids(master(topology), queue_of(path)) == [error.job_id]
 
 
+async def test_jobs_sent_together_are_each_confirmed_or_each_refused(
+    topology: SentinelTopology, app_for: Any
+) -> None:
+    """200 delay() at once (their messages share WAITs): each returns once the replica
+    has it; asking for 2 replicas, each raises with its own id, and each is queued."""
+    app_for(JOB_ENQUEUE_REPLICAS=1)
+    handles = await asyncio.gather(*(add.delay(i, i) for i in range(200)))
+    assert sorted(queued_ids(replica(topology))) == sorted(h.id for h in handles)
+
+    master(topology).delete("celery")
+    app_for(JOB_ENQUEUE_REPLICAS=2, JOB_ENQUEUE_REPLICAS_TIMEOUT=0.1)
+    errors = await asyncio.gather(*(add.delay(i, i) for i in range(200)), return_exceptions=True)
+    assert all(isinstance(error, NotReplicatedError) for error in errors), errors[:3]
+    ids = [error.job_id for error in errors if isinstance(error, NotReplicatedError)]
+    assert len(set(ids)) == 200
+    assert sorted(queued_ids(master(topology))) == sorted(ids)
+
+
 async def test_replicas_on_a_single_redis_with_a_replica(
     topology: SentinelTopology, app_for: Any
 ) -> None:

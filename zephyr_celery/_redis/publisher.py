@@ -112,6 +112,7 @@ class RedisPublisher:
         # JOB_ENQUEUE_REPLICAS: WAIT after each message, on the same connection.
         self._replicas = _replicas.for_app(app)
         self._wait = _replicas.wait_command(self._replicas)
+        self._group: tuple[_wire.Replies, asyncio.Future[int]] | None = None
         # The broker's socket_timeout (30 s from our settings), as kombu's would.
         timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
         self._reply_timeout = float(timeout or _wire.REPLY_TIMEOUT)
@@ -173,28 +174,35 @@ class RedisPublisher:
         connection as Celery's publish retry policy says (a retried message can be
         delivered twice: at-least-once).
 
+        With JOB_ENQUEUE_REPLICAS the messages sent on a connection in one loop
+        iteration share one WAIT, sent after them (it counts the replicas that have
+        everything the connection wrote before it); a resent message gets its own.
+
         Raises:
             ReplicaShortfall: JOB_ENQUEUE_REPLICAS: the message is on the master but
                 fewer replicas than asked confirmed it in time.
         """
-        if self._wait:
-            packed += self._wait
-            replies += 1
         wire = self._wire
         if wire is not None and not wire.closed:  # the usual case, kept short
             try:
-                confirmed = await wire.submit(packed, replies, last=bool(self._wait))
+                if not self._wait:
+                    await wire.submit(packed, replies)
+                    return
+                sent = wire.submit(packed, replies)
+                confirming = self._confirmation(wire)
+                await sent
+                self._replicas.check(await confirming)
+                return
             except self._retried as exc:
                 if not self._retry_policy[0]:
                     raise
                 self._drop(wire, exc)
                 failed = 1
-            else:
-                if self._wait:
-                    self._replicas.check(confirmed)
-                return
         else:
             failed = 0
+        if self._wait:  # sent on its own: its own WAIT right behind it
+            packed += self._wait
+            replies += 1
         retries, interval, step, ceiling = self._retry_policy
         while True:
             if failed:
@@ -212,6 +220,25 @@ class RedisPublisher:
             if self._wait:
                 self._replicas.check(confirmed)
             return
+
+    def _confirmation(self, wire: _wire.Replies) -> asyncio.Future[int]:
+        """WAIT's reply for what is sent on ``wire`` in this loop iteration: one WAIT,
+        sent once the iteration's messages are (so it follows every one of them)."""
+        group = self._group
+        if group is None or group[0] is not wire:
+            future: asyncio.Future[int] = self.loop.create_future()
+            future.add_done_callback(_retrieved)  # members that failed never await it
+            group = self._group = (wire, future)
+            self.loop.call_soon(self._send_wait, group)
+        return group[1]
+
+    def _send_wait(self, group: tuple[_wire.Replies, asyncio.Future[int]]) -> None:
+        if self._group is group:
+            self._group = None  # later messages need a WAIT after them: a new group
+        wire, future = group
+        wire.submit(self._wait, 1, last=True).add_done_callback(
+            lambda waited: _settle(future, waited)
+        )
 
     def _drop(self, wire: _wire.Replies | None, exc: BaseException) -> None:
         """After ``exc``: a READONLY reply means the server is a replica now; close
@@ -249,6 +276,23 @@ class RedisPublisher:
         finally:
             if self._wire is not None:
                 self._wire.close()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "never retrieved" log
+
+
+def _settle(future: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Give ``future`` the outcome of ``source``."""
+    if future.done():
+        return
+    if source.cancelled():
+        future.cancel()
+    elif (error := source.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(source.result())
 
 
 _eligible: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
