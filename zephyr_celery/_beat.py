@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import redis
@@ -99,14 +100,14 @@ def redbeat_sentinel_settings(topology: RedisTopology) -> dict[str, Any]:
 
     redbeat takes the Sentinels, the master name (``service_name``), Redis's password
     and the database from ``redbeat_redis_options``, and reads its URL only to pick the
-    mode (a ``redis-sentinel`` scheme) and to show it, so the URL here carries no
-    password. TLS options for the master go in ``redbeat_redis_use_ssl``; the
-    Sentinels' own password and TLS in ``sentinel_kwargs``.
+    mode (a ``redis-sentinel`` scheme) and to show it in beat's banner, so the URL
+    here names the master group, with no password. TLS options for the master go in
+    ``redbeat_redis_use_ssl``; the Sentinels' own password and TLS in ``sentinel_kwargs``.
     """
-    hosts = ",".join(f"{host}:{port}" for host, port in topology.nodes)
+    name = str(topology.master_name)
     options: dict[str, Any] = {
         "sentinels": [[host, port] for host, port in topology.nodes],
-        "service_name": topology.master_name,
+        "service_name": name,
         "db": topology.db,
         "socket_timeout": SOCKET_TIMEOUT,
         "sentinel_kwargs": sentinel_kwargs(topology, {}),
@@ -116,7 +117,7 @@ def redbeat_sentinel_settings(topology: RedisTopology) -> dict[str, Any]:
     if topology.username is not None:
         options["username"] = topology.username
     config: dict[str, Any] = {
-        "redbeat_redis_url": f"redis-sentinel://{hosts}/{topology.db}",
+        "redbeat_redis_url": f"redis-sentinel://{quote(name, safe='')}/{topology.db}",
         "redbeat_redis_options": options,
     }
     if topology.tls:
