@@ -4,7 +4,7 @@ One run, one machine, private servers: a single ``redis-server`` and a Sentinel
 topology (a master, one replica, three Sentinels). No worker runs: this is the
 producer's cost, ``await job.delay(...)`` awaited one after the other (what a request
 handler does), in microseconds per enqueue, median of ``--rounds`` rounds of
-``--jobs`` each, the variants interleaved round by round:
+``--jobs`` each:
 
 1. ours on Sentinel vs ours on a single Redis (issue #15: ratio <= 1.1), and vs ours
    on a ``redis://`` URL naming the Sentinel topology's master itself (what following
@@ -16,13 +16,17 @@ handler does), in microseconds per enqueue, median of ``--rounds`` rounds of
    one after the other and with 100 producers at once; beside it the raw cost of the
    same WAIT with redis-py (LPUSH + PUBLISH, then the same plus WAIT 1, one pipeline).
 
-    .venv/bin/python benchmarks/jobs_ha.py [--jobs 2000] [--rounds 5]
+Each round runs the variants in a shuffled order (this machine's other load falls on
+each alike); for ours, the producer's own CPU time per enqueue is shown too.
+
+    .venv/bin/python benchmarks/jobs_ha.py [--jobs 1000] [--rounds 11]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import sys
 import tempfile
@@ -43,6 +47,8 @@ from zephyr_celery import create_app, job, set_app  # noqa: E402
 from zephyr_core import Settings  # noqa: E402
 
 CONCURRENT = 100
+#: CPU microseconds per enqueue of the last ``ours`` run (this process only).
+CPU: list[float] = []
 
 
 @job(name="bench_ha.noop")
@@ -51,13 +57,14 @@ async def noop(i: int) -> int:
 
 
 async def ours(settings: Settings, n: int, concurrent: int = 1) -> float:
-    """Microseconds per ``await noop.delay(i)`` on an app of ``settings``."""
+    """Microseconds per ``await noop.delay(i)`` on an app of ``settings`` (wall time;
+    this process's CPU time per enqueue goes to ``CPU``)."""
     app = create_app(settings)
     set_app(app)
     try:
         for i in range(20):  # connect, make the template
             await noop.delay(i)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if concurrent == 1:
             for i in range(n):
                 await noop.delay(i)
@@ -68,6 +75,7 @@ async def ours(settings: Settings, n: int, concurrent: int = 1) -> float:
                     await noop.delay(i)
 
             await asyncio.gather(*(producer(k) for k in range(concurrent)))
+        CPU.append((time.process_time() - cpu) * 1e6 / n)
         return (time.perf_counter() - start) * 1e6 / n
     finally:
         set_app(None)
@@ -121,8 +129,8 @@ def raw_wait(address: tuple[str, int], n: int, wait: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2000, help="enqueues per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (the median is shown)")
+    parser.add_argument("--jobs", type=int, default=1000, help="enqueues per round")
+    parser.add_argument("--rounds", type=int, default=11, help="rounds (the median is shown)")
     args = parser.parse_args()
     n = args.jobs
 
@@ -167,11 +175,20 @@ def measure(
         "raw_wait": lambda: raw_wait(master, n, wait=True),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    shuffle = random.Random(15)
     for _ in range(rounds):
-        for name, variant in variants.items():
-            samples[name].append(variant())
+        shuffle.shuffle(order)  # the machine's other load falls on each variant alike
+        for name in order:
+            CPU.clear()
+            samples[name].append(variants[name]())
+            if CPU:
+                cpu[name].append(CPU[0])
             flush(single, master)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    figures = {name: statistics.median(values) for name, values in samples.items()}
+    figures.update({f"cpu_{name}": statistics.median(v) for name, v in cpu.items() if v})
+    return figures
 
 
 def run(coroutine: Coroutine[Any, Any, float]) -> float:
@@ -192,6 +209,7 @@ def report(f: dict[str, float], n: int, rounds: int) -> None:
     rows = [
         ("ours: Sentinel vs single Redis", "ours_sentinel", "ours_single"),
         ("ours: Sentinel vs redis:// to its master", "ours_sentinel", "ours_master"),
+        ("ours, client CPU: Sentinel vs single", "cpu_ours_sentinel", "cpu_ours_single"),
         ("Celery+kombu: Sentinel vs single Redis", "plain_sentinel", "plain_single"),
         ("Sentinel: ours vs Celery+kombu sentinel://", "ours_sentinel", "plain_sentinel"),
         ("single: ours vs Celery+kombu redis://", "ours_single", "plain_single"),

@@ -21,6 +21,7 @@ its master. What a user relies on:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -102,6 +103,68 @@ class paused:
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
             proc.send_signal(signal.SIGCONT)
+
+
+# -- a replica behind when the master dies ------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [1, 0], ids=["JOB_ENQUEUE_REPLICAS=1", "no-replica-wait"])
+async def test_a_replica_behind_when_the_master_dies(
+    replicas: int, own_sentinel_topology: Callable[..., SentinelTopology]
+) -> None:
+    """What JOB_ENQUEUE_REPLICAS buys, made certain: the replica has fallen behind
+    (stopped, its link cut) when the master is SIGKILLed, and is promoted. Without a
+    WAIT, every job the old master acknowledged meanwhile is gone; with
+    JOB_ENQUEUE_REPLICAS=1 those delay() calls raise NotReplicatedError instead, and no
+    job whose delay() returned is lost."""
+    topology = own_sentinel_topology()
+    app = create_app(
+        Settings(
+            JOB_QUEUE_URL=topology.url(0),
+            JOB_ENQUEUE_REPLICAS=replicas,
+            JOB_ENQUEUE_REPLICAS_TIMEOUT=0.2,
+        )
+    )
+    set_app(app)
+    returned: list[str] = []
+    unconfirmed = 0
+    try:
+        returned += [await work.delay(i) for i in range(20)]  # replicated as usual
+        old = topology.master_address()
+        behind = next(node for node in topology.servers if node.address != old)
+        assert behind.proc is not None
+        old_master = redis.Redis(host=old[0], port=old[1])
+        # Under a second (the Sentinels' down-after): it stays fit to be promoted.
+        behind.proc.send_signal(signal.SIGSTOP)
+        try:
+            old_master.client_kill_filter(_type="replica")
+            for i in range(20, 23 if replicas else 40):
+                try:
+                    returned.append(await work.delay(i))
+                except NotReplicatedError:
+                    unconfirmed += 1
+            await asyncio.to_thread(topology.kill_master)
+        finally:
+            behind.proc.send_signal(signal.SIGCONT)
+            old_master.close()
+        new = await asyncio.to_thread(topology.wait_failover, old)
+        promoted = redis.Redis(host=new[0], port=new[1])
+        try:
+            queued = {json.loads(raw)["headers"]["id"] for raw in promoted.lrange("celery", 0, -1)}
+        finally:
+            promoted.close()
+    finally:
+        set_app(None)
+        app.close()
+    lost = [job_id for job_id in returned if job_id not in queued]
+    print(
+        f"\nreplica behind at the crash, JOB_ENQUEUE_REPLICAS={replicas}: delay() returned "
+        f"{len(returned)}, LOST {len(lost)}, NotReplicatedError {unconfirmed}"
+    )
+    if replicas:
+        assert not lost and unconfirmed == 3
+    else:
+        assert len(lost) == 20  # every one acknowledged while the replica was cut off
 
 
 # -- the reliability run -------------------------------------------------------------------
