@@ -26,7 +26,7 @@ from zephyr_celery._redis import publisher as _redis_publish
 from zephyr_celery._redis import wire as _wire
 from zephyr_celery._redis.backend import SentinelBackend
 from zephyr_celery._redis.replicas import NotReplicatedError
-from zephyr_core import Settings
+from zephyr_core import ConfigError, Settings
 
 #: The database these tests use on the session topology (emptied before each test).
 DB = 5
@@ -294,6 +294,27 @@ async def test_tls_sentinels_take_redis_pys_paths(
         waiting = asyncio.ensure_future(handle.wait(timeout=10))
         await asyncio.to_thread(app.backend.store_result, handle.id, 3, "SUCCESS")
         assert await waiting == 3
+    finally:
+        set_app(None)
+        app.close()
+
+
+async def test_replicas_with_rabbitmq_are_refused_naming_the_setting(
+    rabbitmq_url: str, redis_url: str
+) -> None:
+    app = create_app(
+        Settings(
+            JOB_QUEUE_BACKEND="rabbitmq",
+            JOB_QUEUE_URL=rabbitmq_url,
+            JOB_RESULT_URL=redis_url,
+            JOB_ENQUEUE_REPLICAS=1,
+        )
+    )
+    set_app(app)
+    try:
+        with pytest.raises(ConfigError, match=r"JOB_ENQUEUE_REPLICAS=1.*not Redis") as raised:
+            await add.delay(1, 2)
+        assert raised.value.field == "JOB_ENQUEUE_REPLICAS"
     finally:
         set_app(None)
         app.close()
