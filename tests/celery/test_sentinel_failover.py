@@ -3,6 +3,8 @@
 Each test runs its own topology (one master, one replica, three Sentinels) and kills
 its master. What a user relies on:
 
+- ``delay_sync()`` (Celery's send path, ours with JOB_ENQUEUE_REPLICAS) retries until the
+  promoted master takes the message;
 - ``wait()`` follows the master: it subscribes again on the promoted one, and a result
   stored there before it could (its PUBLISH missed) is read, not waited for forever;
   the result backend stores on the promoted master;
@@ -103,6 +105,51 @@ class paused:
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs:
             proc.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.parametrize("replicas", [0, 1], ids=["kombu-publish", "JOB_ENQUEUE_REPLICAS=1"])
+def test_delay_sync_follows_the_master(
+    replicas: int, own_sentinel_topology: Callable[..., SentinelTopology]
+) -> None:
+    """Celery's send path (delay_sync): sent while the master is dead, it retries until
+    the promoted master takes it (with JOB_ENQUEUE_REPLICAS=1, through our pipeline with
+    WAIT, once the killed node is back as its replica)."""
+    topology = own_sentinel_topology()
+    app = create_app(
+        Settings(
+            JOB_QUEUE_URL=topology.url(0),
+            JOB_ENQUEUE_REPLICAS=replicas,
+            JOB_ENQUEUE_REPLICAS_TIMEOUT=5.0,
+        )
+    )
+    set_app(app)
+    try:
+        first = work.delay_sync(1)
+        old = topology.kill_master()
+
+        def restart() -> None:
+            topology.wait_failover(old)
+            topology.restart_killed()
+
+        orchestrator = threading.Thread(target=restart)
+        orchestrator.start()
+        try:
+            second = work.delay_sync(2)  # the master is dead: retried until promoted
+        finally:
+            orchestrator.join(60)
+        new = topology.master_address()
+        assert new != old
+        promoted = redis.Redis(host=new[0], port=new[1])
+        try:
+            queued = {json.loads(raw)["headers"]["id"] for raw in promoted.lrange("celery", 0, -1)}
+        finally:
+            promoted.close()
+        assert second.id in queued
+        if replicas:  # confirmed by the replica before the kill: it survives the fail-over
+            assert first.id in queued
+    finally:
+        set_app(None)
+        app.close()
 
 
 # -- a replica behind when the master dies ------------------------------------------------
