@@ -8,6 +8,9 @@ its master. What a user relies on:
 - ``wait()`` follows the master: it subscribes again on the promoted one, and a result
   stored there before it could (its PUBLISH missed) is read, not waited for forever;
   the result backend stores on the promoted master;
+- a replica behind when the master dies: the jobs the old master acknowledged
+  meanwhile are lost without JOB_ENQUEUE_REPLICAS (all of them: asserted), and with
+  it their ``delay()`` raised NotReplicatedError instead (none lost: asserted);
 - the issue's reliability run: 1,000 jobs, producers awaiting each ``delay()``, a real
   worker running, the master killed a third of the way through. Producers and worker
   go on; writes resume within 10 s of the kill; every job whose ``delay()`` returned
