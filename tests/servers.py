@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -306,13 +307,18 @@ class SentinelTopology:
 
     # -- URLs and questions -------------------------------------------------------------
     def url(self, db: int = 0) -> str:
-        """``sentinel://[:password@]127.0.0.1:p1;...;...:p3/db?master_name=...`` (TLS: sentinels://)."""
+        """``sentinel://[:password@]127.0.0.1:p1;...;...:p3/db?master_name=...``.
+
+        With TLS: ``sentinels://`` and ``ssl_ca_certs=`` (the self-signed certificate).
+        """
         scheme = "sentinels" if self.tls else "sentinel"
         auth = f":{self.password}@" if self.password else ""
         parts = [f"{scheme}://{auth}127.0.0.1:{node.port}" for node in self.sentinels]
         query = f"master_name={self.master_name}"
         if self.sentinel_password:
             query += f"&sentinel_password={self.sentinel_password}"
+        if self.ca_file is not None:  # TLS: trust the topology's self-signed certificate
+            query += f"&ssl_ca_certs={quote(str(self.ca_file), safe='/')}"
         return ";".join(parts) + f"/{db}?{query}"
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:

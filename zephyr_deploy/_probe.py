@@ -35,16 +35,17 @@ def probe_worker(jobs_module: str, *, hostname: str | None = None) -> str | None
 
 def probe_beat(jobs_module: str) -> str | None:
     """None when the scheduler's lock is held in Redis, else why not."""
-    import redis
-
     from zephyr_celery._app import app_settings
     from zephyr_celery._beat import KEY_PREFIX
     from zephyr_celery.cli import load_app
+    from zephyr_core._topology import sync_client
 
     app = load_app(jobs_module, required=True)
-    url = app_settings(app).job_result_url
+    settings = app_settings(app)
+    # A Sentinel URL: the client asks the Sentinels for the current master.
+    topology = settings.redis_topology(settings.job_result_url)
     lock = f"{KEY_PREFIX}:lock"
-    with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+    with sync_client(topology, socket_timeout=5, socket_connect_timeout=5) as client:
         if not client.exists(lock):
             return f"no scheduler holds the lock {lock!r}"
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import redis
 from prometheus_client import REGISTRY
 from redis.sentinel import MasterNotFoundError
 
-from tests.servers import RedisClusterServers, SentinelTopology, wait_until
+from tests.servers import RedisClusterServers, SentinelTopology, need, wait_until
 from zephyr_core._topology import (
     Address,
     RedisTopology,
@@ -137,7 +138,7 @@ def test_both_passwords_the_redis_one_and_the_sentinels_own(
         client.close()
     # Without the Sentinels' password no Sentinel answers: no master is found.
     without = parse_redis_url(servers.url().replace("&sentinel_password=sentinel-pw", ""))
-    with pytest.raises(MasterNotFoundError, match="AuthenticationError"):
+    with pytest.raises(MasterNotFoundError, match="none answered"):
         resolve_master_sync(without)
     # From the settings instead of the URL.
     from zephyr_core import Settings
@@ -180,3 +181,60 @@ def test_a_cluster_client_writes_after_a_master_is_killed(
             await aclient.aclose()
 
     assert asyncio.run(async_round_trip()) == b"x"
+
+
+def test_a_sentinels_tls_url_reaches_the_master_and_follows_a_failover(
+    own_sentinel_topology: Callable[..., SentinelTopology],
+) -> None:
+    need(shutil.which("openssl") is not None, "openssl (for a self-signed certificate)")
+    servers = own_sentinel_topology(tls=True, password="redis-pw", sentinel_password="sent-pw")
+    topology = parse_redis_url(servers.url())
+    assert topology.tls and topology.ssl_options["ssl_ca_certs"] == str(servers.ca_file)
+    assert resolve_master_sync(topology) == servers.master_address()
+    client = sync_client(topology, socket_timeout=1)
+    try:
+        assert client.set("tls", "1")
+        old = servers.kill_master()
+        new = servers.wait_failover(old)
+
+        def writes() -> bool:
+            try:
+                return bool(client.set("tls-after", "1"))
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+
+        wait_until(writes, 15, "the TLS client to write to the new master")
+        assert client.connection_pool.get_master_address() == new  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+    async def async_round_trip() -> tuple[Address, bytes | None]:
+        aclient = async_client(topology)
+        try:
+            await aclient.set("tls-async", "2")
+            value: bytes | None = await aclient.get("tls-async")
+            return await resolve_master(topology), value
+        finally:
+            await aclient.aclose()
+
+    assert asyncio.run(async_round_trip()) == (new, b"2")
+    # The same servers refuse a plain-text client: the URL's TLS is what got through.
+    plain = parse_redis_url(servers.url().replace("sentinels://", "sentinel://"))
+    with pytest.raises(MasterNotFoundError):
+        resolve_master_sync(plain)
+
+
+def test_a_cluster_with_a_password(own_redis_cluster: Callable[..., RedisClusterServers]) -> None:
+    cluster = own_redis_cluster(password="cluster-pw")
+    topology = parse_redis_url(cluster.url())
+    assert topology.password == "cluster-pw" and "cluster-pw" not in topology.masked
+    client = sync_client(topology)
+    try:
+        for n in range(10):  # keys on every master
+            assert client.set(f"pw-{n}", n)
+        assert client.get("pw-9") == b"9"
+    finally:
+        client.close()
+    without = parse_redis_url(cluster.url().replace(":cluster-pw@", ""))
+    with pytest.raises(redis.exceptions.RedisClusterException, match="authenticated"):
+        sync_client(without)  # a cluster client learns the slots as it is made
