@@ -26,9 +26,9 @@ was demoted to replica by a fail-over), drops the connection and the commands ar
 sent again on a new one, under Celery's publish retry policy: a ``delay()`` either
 gets its message onto the current master or raises. A message the old master took
 just before it died may be lost with it (Redis replicates asynchronously) unless
-JOB_ENQUEUE_REPLICAS asks for ``WAIT`` (:mod:`.replicas`): then the commands carry
-a ``WAIT N timeout`` too, on the same connection, and a ``delay()`` whose message
-fewer than N replicas confirmed raises.
+JOB_ENQUEUE_REPLICAS asks for ``WAIT`` (:mod:`.replicas`): then a ``WAIT N timeout``
+follows the messages on their connection (one for those sent in the same loop
+iteration), and a ``delay()`` whose message fewer than N replicas confirmed raises.
 
 Private internals used:
 
@@ -109,7 +109,7 @@ class RedisPublisher:
         self._retried: tuple[type[Exception], ...] = (
             _RETRIED_ON_SENTINEL if target.follows_master else _RETRIED
         )
-        # JOB_ENQUEUE_REPLICAS: WAIT after each message, on the same connection.
+        # JOB_ENQUEUE_REPLICAS: a WAIT after the messages, on their connection.
         self._replicas = _replicas.for_app(app)
         self._wait = _replicas.wait_command(self._replicas)
         self._group: tuple[_wire.Replies, asyncio.Future[int]] | None = None
