@@ -7,10 +7,11 @@ on the same connection, by ``WAIT N timeout_ms`` (JOB_ENQUEUE_REPLICAS_TIMEOUT),
 ``delay()`` returns only once N replicas confirmed; otherwise it raises
 :class:`NotReplicatedError`, an :class:`~zephyr_celery.EnqueueError`. WAIT counts the
 replicas that have everything this connection wrote, so it must follow the message on
-its connection: the fast path appends it to the message's commands
-(:mod:`.publisher`); Celery's own path (``delay_sync``, the publisher thread) lets
-Celery build the commands, captures them and sends them with the WAIT in one
-pipeline on the broker channel's client (:func:`publish`).
+its connection: the fast path sends it after the messages of each loop iteration
+(:mod:`.publisher`: messages sent together share one); Celery's own path
+(``delay_sync``, the publisher thread) lets Celery build the commands, captures them
+and sends them with the WAIT in one pipeline on the broker channel's client
+(:func:`publish`).
 
 A shortfall does not mean the job is lost: it IS queued on the master, and runs
 unless the master dies before a replica has it. Sending it again (same job id) may
