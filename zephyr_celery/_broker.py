@@ -113,6 +113,9 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
     }
     topology = settings.redis_topology(url)
     if topology.kind == "sentinel":
+        from zephyr_celery._redis.sentinel_transport import register_topology
+
+        register_topology(topology)  # its fail-overs are counted where a worker sees them
         config.update(sentinel_settings(topology, config["broker_transport_options"]))
         return config
     config["broker_url"] = kombu_redis_url(url)

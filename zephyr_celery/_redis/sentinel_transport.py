@@ -18,7 +18,11 @@ master, and a worker follows a fail-over on its own:
   worker held, from the replicated unacked records, and keeps what Celery still runs.
 
 The stranded record is keyed by the master group (:meth:`SentinelChannel.broker_identity`),
-not by a server, so the channel on the new master finds what the old one left.
+not by a server, so the channel on the new master finds what the old one left. Each
+master the Sentinels name is recorded with the foundation's fail-over bookkeeping
+(``zephyr_core._topology.record_master``: the log line, ``failovers_seen``, the
+``zephyr_redis_failovers_total`` counter, ``on_failover`` callbacks) when the topology
+was registered by :mod:`zephyr_celery._broker` (:func:`register_topology`).
 
 kombu's alternates (``a;b;c``) name the Sentinels. Each alternate is also a URL kombu
 may switch to between connection attempts, and kombu picks the transport from its
@@ -53,9 +57,10 @@ from redis.sentinel import Sentinel
 
 from zephyr_celery._redis.transport import Channel, Transport
 from zephyr_core import ConfigError
+from zephyr_core._topology import RedisTopology, record_master
 
 #: Seconds between two questions to the Sentinels while a fail-over is under way.
-FAILOVER_POLL = 0.25
+FAILOVER_POLL = 0.1
 #: Default seconds one connection attempt keeps asking before kombu's backoff takes over.
 DEFAULT_FAILOVER_WAIT = 5.0
 #: The port a Sentinel listens on when its URL names none.
@@ -65,6 +70,33 @@ SENTINEL_PORT = 26379
 NOT_FAILOVER = (AuthenticationError, AuthorizationError)
 
 logger = logging.getLogger("zephyr_celery.transport")
+
+
+#: (master name, Sentinels) -> the topology the app was configured with.
+_topologies: dict[tuple[str, tuple[tuple[str, int], ...]], RedisTopology] = {}
+
+
+def _group(master_name: str | None, sentinels: list[tuple[str, int]]) -> tuple[str, Any]:
+    return str(master_name), tuple(sorted((str(h), int(p)) for h, p in sentinels))
+
+
+def register_topology(topology: RedisTopology) -> None:
+    """Record the masters this process's channels discover for ``topology`` (fail-overs)."""
+    _topologies[_group(topology.master_name, list(topology.nodes))] = topology
+
+
+class RecordingSentinel(Sentinel):
+    """redis-py's Sentinel, noting each master it names for the fail-over bookkeeping."""
+
+    def __init__(self, *args: Any, topology: RedisTopology | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topology = topology
+
+    def discover_master(self, service_name: str) -> Any:
+        address = super().discover_master(service_name)
+        if self.topology is not None:
+            record_master(self.topology, address)
+        return address
 
 
 def sentinel_addresses(urls: list[str], default: tuple[str, int]) -> list[tuple[str, int]]:
@@ -127,8 +159,10 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
         # a Sentinel that is down (often with the master, on the same host) would
         # cost that on every lookup, though discover_master just asks the next one.
         sentinel_kwargs = {"retry": Retry(NoBackoff(), 0), **(self.sentinel_kwargs or {})}
-        manager = Sentinel(
-            self.sentinels(),
+        sentinels = self.sentinels()
+        manager = RecordingSentinel(
+            sentinels,
+            topology=_topologies.get(_group(self.master_name, sentinels)),
             min_other_sentinels=self.min_other_sentinels,
             sentinel_kwargs=sentinel_kwargs,
             **params,
