@@ -153,6 +153,30 @@ async def test_a_worker_runs_jobs_and_status_shows_the_topology(
     assert status["queues"]["celery"] == 0
 
 
+async def test_tls_and_two_passwords(
+    own_sentinel_topology: Callable[..., SentinelTopology], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentinels://: servers and Sentinels on TLS only, each with its own password."""
+    topology = own_sentinel_topology(tls=True, password="r-pw", sentinel_password="s-pw")
+    url = f"{topology.url(0)}&ssl_ca_certs={topology.ca_file}"
+    monkeypatch.setenv("JOB_QUEUE_URL", url)  # what the CLI masks
+    get_settings.cache_clear()
+    app = create_app(Settings(JOB_QUEUE_URL=url))
+    set_app(app)
+    try:
+        with testing.worker(app):
+            handle = await double.delay(21)
+            assert await handle.wait(timeout=30) == 42
+        shown = await asyncio.to_thread(CliRunner().invoke, jobs, ["status", "--timeout", "0.5"])
+    finally:
+        set_app(None)
+        app.close()
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    assert "Sentinel master 'mymaster' via 3 Sentinels, db 0, TLS" in shown.output
+    assert "r-pw" not in shown.output and "s-pw" not in shown.output
+
+
 # -- through a fail-over ------------------------------------------------------------------
 
 MODULE = "sentinel_worker_jobs"
