@@ -158,7 +158,7 @@ async def test_tls_and_two_passwords(
 ) -> None:
     """sentinels://: servers and Sentinels on TLS only, each with its own password."""
     topology = own_sentinel_topology(tls=True, password="r-pw", sentinel_password="s-pw")
-    url = f"{topology.url(0)}&ssl_ca_certs={topology.ca_file}"
+    url = topology.url(0)  # trusts the topology's own certificate (ssl_ca_certs=)
     monkeypatch.setenv("JOB_QUEUE_URL", url)  # what the CLI masks
     get_settings.cache_clear()
     app = create_app(Settings(JOB_QUEUE_URL=url))
