@@ -364,3 +364,31 @@ async def test_a_prefork_worker_follows_the_master(failover_run: FailoverRun) ->
     killed_at, _ = await kill_during_jobs(run, worker)
     assert_nothing_left_to_the_visibility_timeout(run, killed_at)
     assert worker.alive(), run.report()
+
+
+@pytest.mark.slow
+def test_beat_takes_a_lost_lock_again(
+    sentinel_topology: SentinelTopology, tmp_path: Path, redis_url: str
+) -> None:
+    """The lock's key gone (as a fail-over that lost it leaves it): beat takes it again
+    and goes on sending, instead of ending on redbeat's LockNotOwnedError."""
+    url = sentinel_topology.url(DB)
+    master = redis.Redis(*sentinel_topology.master_address(), db=DB)
+    master.flushdb()
+    (tmp_path / f"{MODULE}.py").write_text(JOBS_MODULE)
+    env = child_env(tmp_path, JOB_QUEUE_URL=url, COUNTER_URL=redis_url)
+    try:
+        with Procs(tmp_path, env, tmp_path / "logs") as procs:
+            beat = procs.zephyr(
+                "beat", "jobs", "scheduler", "-A", MODULE, "--max-interval", "1",
+                "--lock-timeout", "10",
+            )  # fmt: skip
+            wait_until(lambda: "Acquired lock" in beat.text(), 60, "beat to take its lock")
+            master.delete("zephyr:beat::lock")
+            wait_until(lambda: "Acquired lock again" in beat.text(), 20, "beat to retake it")
+            sent = master.llen("celery")
+            wait_until(lambda: master.llen("celery") > sent, 10, "beat to send again")
+            assert beat.alive(), beat.text()[-3000:]
+            assert master.exists("zephyr:beat::lock")
+    finally:
+        master.close()
