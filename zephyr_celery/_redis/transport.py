@@ -253,7 +253,9 @@ class QoS(kombu_redis.QoS):
     def ack(self, delivery_tag: str) -> None:
         if self.channel.released():
             self._forward(delivery_tag, requeue=False)
-        elif self.channel.defer(self._removal(delivery_tag)):
+            return
+        self.channel.stranded.acked(delivery_tag)  # sent again after a fail-over
+        if self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
@@ -261,7 +263,10 @@ class QoS(kombu_redis.QoS):
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self.channel.released():
             self._forward(delivery_tag, requeue=requeue)
-        elif not requeue and self.channel.defer(self._removal(delivery_tag)):
+            return
+        if not requeue:
+            self.channel.stranded.acked(delivery_tag)
+        if not requeue and self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
         else:
             super().reject(delivery_tag, requeue=requeue)
@@ -487,6 +492,9 @@ class Channel(kombu_redis.Channel):
             found = _consumers.get(_here())
             if found is not None and found() in (self, None):
                 del _consumers[_here()]
+            if found is not None and found() is self:
+                # Its last acks go again: a fail-over may have lost them.
+                self.stranded.consumer_closed()
             if self._in_poll:
                 # kombu's close reads the pop in flight, and a dead connection's
                 # error would end the close before what we hold is put back.
