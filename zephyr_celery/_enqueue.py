@@ -15,6 +15,13 @@ This module chooses the path of each message:
 - async callers on any other broker (RabbitMQ): built by Celery and handed to the
   process's publisher thread (:mod:`zephyr_celery._publisher_thread`);
 - synchronous callers (``delay_sync``): built and published in the calling thread.
+
+On a Sentinel broker the event-loop publisher sends to the current master and
+follows fail-overs (see :mod:`zephyr_celery._redis.publisher`); Celery's path
+follows them through kombu's client. With JOB_ENQUEUE_REPLICAS every path ends the
+message with a Redis WAIT (:mod:`zephyr_celery._redis.replicas`) and raises
+:class:`~zephyr_celery._redis.replicas.NotReplicatedError` when too few replicas
+confirm it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from zephyr_celery._exceptions import BROKER_ERRORS, JobError, enqueue_error, ma
 from zephyr_celery._messages import build, check_json
 from zephyr_celery._publisher_thread import Outgoing, publisher_for
 from zephyr_celery._redis import publisher as _redis_publish
+from zephyr_celery._redis import replicas as _replicas
 from zephyr_celery._redis.templates import Commands, new_id
 from zephyr_celery._registry import route_job
 
@@ -67,11 +75,14 @@ async def enqueue(
         ValueError: A negative countdown.
         EnqueueError: The broker cannot be reached or refused the message, on any
             path (its ``job_id`` is the job's when one was chosen).
+        NotReplicatedError: JOB_ENQUEUE_REPLICAS: the job is queued on the master,
+            but too few replicas confirmed it (an EnqueueError with the job's id).
     """
     if countdown is not None and countdown < 0:
         raise ValueError(f"countdown={countdown!r}: must be >= 0 seconds")
     # Broker errors become EnqueueError here, for every path below (a try costs
     # nothing until something is raised).
+    sent_id = job_id  # the id of the message being sent, once it has one
     try:
         options = {"queue": queue, "priority": priority}
         publisher = _redis_publish.current(app)
@@ -93,7 +104,7 @@ async def enqueue(
                 ),
             )
             if template is not None:
-                task_id = job_id = job_id or new_id()
+                task_id = sent_id = job_id = job_id or new_id()
                 try:
                     packed = template.render(
                         task_id, args, kwargs, app.thread_oid, app.clock.forward
@@ -116,10 +127,15 @@ async def enqueue(
             eta=eta,
             options=options,
         )
+        sent_id = task_id
         await send_async(app, name, message, routed)
         return task_id
     except JobError:
         raise
+    except _replicas.ReplicaShortfall as shortfall:
+        raise _replicas.NotReplicatedError(
+            shortfall, job_name=name, broker_url=str(app.conf.broker_url), job_id=sent_id
+        ) from None
     except BROKER_ERRORS as exc:
         raise enqueue_error(
             exc, job_name=name, broker_url=str(app.conf.broker_url), job_id=job_id
@@ -172,12 +188,31 @@ def send_now(app: Any, name: str, message: Any, options: dict[str, Any]) -> None
 
     Raises:
         EnqueueError: The broker cannot be reached or refused the message.
+        NotReplicatedError: JOB_ENQUEUE_REPLICAS: queued, but too few replicas confirmed.
     """
-    with (
-        map_broker_errors(name, str(app.conf.broker_url)),
-        app.producer_or_acquire() as producer,
-    ):
-        app.amqp.send_task_message(producer, name, message, **options)
+    try:
+        with (
+            map_broker_errors(name, str(app.conf.broker_url)),
+            app.producer_or_acquire() as producer,
+        ):
+            if _replicas.for_app(app).count:
+                _replicas.publish(app, producer, [(name, message, options)])
+            else:
+                app.amqp.send_task_message(producer, name, message, **options)
+    except _replicas.ReplicaShortfall as shortfall:
+        raise _replicas.NotReplicatedError(
+            shortfall,
+            job_name=name,
+            broker_url=str(app.conf.broker_url),
+            job_id=_message_id(message),
+        ) from None
+
+
+def _message_id(message: Any) -> str | None:
+    """The job id of a message Celery built (protocol 2: in its headers)."""
+    headers = getattr(message, "headers", None) or {}
+    found = headers.get("id")
+    return None if found is None else str(found)
 
 
 async def send_async(app: Any, name: str, message: Any, options: dict[str, Any]) -> None:

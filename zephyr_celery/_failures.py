@@ -3,7 +3,8 @@
 Each failure is one JSON string under ``zephyr:jobs:failed:<id>`` with a time to
 live, indexed by a sorted set scored by failure time so the newest list first.
 Entries in the index whose record expired are pruned on every write and skipped
-on read. The store lives on the result backend's Redis, whatever the broker.
+on read. The store lives on the result backend's Redis, whatever the broker; on a
+Sentinel URL its client asks the Sentinels for the master and follows a fail-over.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
+
+from zephyr_core._topology import RedisTopology, parse_redis_url, sync_client
 
 INDEX_KEY = "zephyr:jobs:failed"
 RECORD_PREFIX = "zephyr:jobs:failed:"
@@ -73,21 +76,34 @@ class FailureStore:
     """Failed jobs in Redis: record, list, get and remove.
 
     Args:
-        url: The Redis holding the store (the result backend's URL).
+        url: The Redis holding the store (the result backend's URL): one server or
+            a Sentinel-managed master.
         retention: Seconds a record is kept (7 days by default).
+        topology: What ``url`` points at, when settings complete it (a Sentinel
+            master name from REDIS_SENTINEL_MASTER); parsed from ``url`` otherwise.
     """
 
-    def __init__(self, url: str, *, retention: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retention: int = 7 * 24 * 3600,
+        topology: RedisTopology | None = None,
+    ) -> None:
         if retention <= 0:
             raise ValueError(f"retention={retention!r}: must be a positive number of seconds")
         self.url = url
         self.retention = int(retention)
+        self.topology = topology
         self._client: redis.Redis | None = None
 
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.url, socket_timeout=10)
+            topology = self.topology or parse_redis_url(self.url, allow_cluster=False)
+            client = sync_client(topology, socket_timeout=10)
+            assert isinstance(client, redis.Redis)  # a Cluster URL is refused above
+            self._client = client
         return self._client
 
     def close(self) -> None:
@@ -139,8 +155,13 @@ def _text(value: Any) -> str:
 
 def failure_store(app: Any = None) -> FailureStore:
     """The failure store of ``app`` (the process-wide app by default)."""
-    from zephyr_celery._app import DEFAULT_FAILURE_RETENTION, get_app
+    from zephyr_celery._app import DEFAULT_FAILURE_RETENTION, app_settings, get_app
 
     app = app or get_app()
     retention = app.conf.get("zephyr_failure_retention") or DEFAULT_FAILURE_RETENTION
-    return FailureStore(str(app.conf.result_backend), retention=int(retention))
+    url = str(app.conf.result_backend)
+    try:
+        topology: RedisTopology | None = app_settings(app).redis_topology(url)
+    except ValueError:
+        topology = None  # not a Redis URL: the store's first command says so
+    return FailureStore(url, retention=int(retention), topology=topology)

@@ -8,7 +8,9 @@ from typing import Any, Generic, TypeVar, cast
 
 from zephyr_celery._exceptions import JobFailed, JobTimeout, backend_error, map_backend_errors
 from zephyr_celery._redis import waiter as _waiter
+from zephyr_celery._redis.master import app_topology
 from zephyr_core import ConfigError, mask_url
+from zephyr_core._topology import RedisTopology
 
 T = TypeVar("T")
 
@@ -65,8 +67,8 @@ class JobHandle(str, Generic[T]):
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout={timeout!r}: must be None or >= 0 seconds")
         app = self._resolve_app()
-        backend, url = _redis_backend(app)
-        waiter = _waiter.waiter_for(url, backend.decode)
+        backend, url, topology = _redis_backend(app)
+        waiter = _waiter.waiter_for(url, backend.decode, topology)
         try:
             meta = await waiter.wait(backend.get_key_for_task(self.id), timeout)
         except TimeoutError:
@@ -88,9 +90,9 @@ class JobHandle(str, Generic[T]):
             ResultBackendError: The result Redis cannot be reached (or refused the read).
         """
         app = self._resolve_app()
-        backend, url = _redis_backend(app)
+        backend, url, topology = _redis_backend(app)
         with map_backend_errors(self.id, url):
-            raw = await _waiter.read(url, backend.get_key_for_task(self.id))
+            raw = await _waiter.read(url, backend.get_key_for_task(self.id), topology)
         if raw is None:
             return "PENDING"
         return str(backend.decode(raw).get("status", "PENDING"))
@@ -129,27 +131,32 @@ def failure_from_meta(job_id: str, meta: dict[str, Any]) -> JobFailed:
     )
 
 
-# The result URL of each backend (app.conf lookups cost more than the rest of a wait).
-_urls: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# The result URL of each backend and what it points at (app.conf lookups cost more
+# than the rest of a wait).
+_urls: weakref.WeakKeyDictionary[Any, tuple[str, RedisTopology | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://", "sentinels://")
 
 
-def _redis_backend(app: Any) -> tuple[Any, str]:
-    """The app's result backend and its URL, once checked to be Redis."""
+def _redis_backend(app: Any) -> tuple[Any, str, RedisTopology | None]:
+    """The app's result backend, its URL and topology, once checked to be Redis."""
     backend = app.backend
     try:
-        return backend, _urls[backend]
+        return (backend, *_urls[backend])
     except (KeyError, TypeError):
         pass
     url = str(app.conf.result_backend)
-    if not hasattr(backend, "get_key_for_task") or not url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
+    if not hasattr(backend, "get_key_for_task") or not url.startswith(_REDIS_SCHEMES):
         shown = mask_url(url)
         raise ConfigError(
             f"result_backend={shown!r}: waiting for jobs needs the Redis result backend "
-            "(JOB_RESULT_URL=redis://...)",
+            "(JOB_RESULT_URL=redis://... or sentinel://...)",
             field="JOB_RESULT_URL",
         )
+    # On Sentinel the master's name may come from REDIS_SENTINEL_MASTER.
+    topology = app_topology(app, url, app.conf.result_backend_transport_options)
     with contextlib.suppress(TypeError):  # a backend without weak references: no cache
-        _urls[backend] = url
-    return backend, url
+        _urls[backend] = (url, topology)
+    return backend, url, topology

@@ -6,6 +6,10 @@ last pass through ``send_task_message`` inside a kombu producer batch (plain
 publishes with confirms on RabbitMQ; one pipeline on a Redis broker the event-loop
 publisher cannot take, such as one with a global key prefix). The awaiting caller
 resumes when its message is on the broker.
+
+With JOB_ENQUEUE_REPLICAS (Redis only) a batch's commands are captured from Celery
+and sent in one pipeline ending with ``WAIT`` (:mod:`zephyr_celery._redis.replicas`):
+each message of the batch then fails with the shortfall when too few replicas confirm.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from zephyr_celery._redis import replicas as _replicas
 from zephyr_core._background import current_pid
 
 # Messages sent in one batch at most (one pipeline on Redis).
@@ -57,6 +62,14 @@ class Publisher:
                 item.done(error)
 
     def _send(self, batch: list[Outgoing]) -> BaseException | None:
+        try:
+            if _replicas.for_app(self.app).count:
+                with self.app.producer_or_acquire() as producer:
+                    messages = [(item.name, item.message, item.options) for item in batch]
+                    _replicas.publish(self.app, producer, messages)
+                return None
+        except Exception as exc:  # retried inside under Celery's publish policy
+            return exc
         send = self.app.amqp.send_task_message
         try:
             with self.app.producer_or_acquire() as producer:

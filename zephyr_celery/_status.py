@@ -3,7 +3,9 @@
 Everything is read from the real parts: queue depths from the broker (a passive queue
 declaration, which works on Redis and RabbitMQ alike), workers from a broadcast with a
 short timeout, states from the results kept in the result backend, and failed jobs from
-the failure store. URLs are shown with their password masked.
+the failure store. URLs are shown with their password masked, beside what they point
+at (one server, a Sentinel-managed master, RabbitMQ); on Sentinel every read goes to
+the master the Sentinels name now.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from celery import Celery
 from kombu.exceptions import KombuError
 
+from zephyr_celery._app import app_settings
 from zephyr_celery._failures import failure_store
-from zephyr_core import ZephyrError, mask_url
+from zephyr_core import Settings, ZephyrError, mask_url
+from zephyr_core._topology import parse_redis_url, sync_client
 
 #: Results read at most when counting states: a large backend is sampled, not walked.
 MAX_RESULTS = 10_000
@@ -43,6 +47,8 @@ class JobsStatus:
 
     broker: str
     backend: str
+    broker_topology: str  # e.g. "Sentinel master 'mymaster' via 3 Sentinels, db 0"
+    backend_topology: str
     queues: dict[str, int]
     workers: dict[str, int]  # worker name -> jobs running on it now
     states: dict[str, int]
@@ -56,21 +62,57 @@ class JobsStatus:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def scrub(text: str, *urls: str) -> str:
-    """``text`` with the password of any of ``urls`` replaced by ``***``.
+def scrub(text: str, *urls: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with the passwords of ``urls`` (and ``secrets``) replaced by ``***``.
 
-    Both spellings go: the URL's percent-encoded one (``p%23ss``) and the decoded one
-    (``p#ss``) a client library may show.
+    Every password a URL holds goes, a Sentinel URL's included (Redis's in each part,
+    the Sentinels' own in ``sentinel_password=``), in both spellings: percent-encoded
+    (``p%23ss``) and decoded (``p#ss``), as a client library may show it.
     """
+    found = [secret for secret in secrets if secret]
     for url in urls:
+        found += _passwords(url)
+    for password in found:
+        for spelling in {password, unquote(password)}:
+            text = text.replace(spelling, "***")
+    return text
+
+
+def _passwords(url: str) -> list[str]:
+    found: list[str] = []
+    for part in url.split(";"):  # each Sentinel of a list, as written
         try:
-            password = urlsplit(url).password
+            password = urlsplit(part).password
         except ValueError:
             continue
         if password:
-            for spelling in {password, unquote(password)}:
-                text = text.replace(spelling, "***")
-    return text
+            found.append(password)
+    try:
+        topology = parse_redis_url(url, require_master_name=False)
+    except ValueError:  # not a Redis URL (RabbitMQ's, say): its parts said it all
+        return found
+    for password in (topology.password, topology.sentinel_password):
+        if password:
+            found += [password, quote(password, safe="")]
+    return found
+
+
+def describe_url(url: str, settings: Settings) -> str:
+    """What ``url`` points at, in words: ``describe()`` of its Redis topology."""
+    try:
+        return settings.redis_topology(url).describe()
+    except ValueError:
+        scheme = urlsplit(url).scheme
+        return "RabbitMQ" if scheme.startswith("amqp") else f"{scheme} broker"
+
+
+def broker_url(app: Celery) -> str:
+    """The broker URL as the user wrote it (kombu's form of a Sentinel URL differs)."""
+    from zephyr_celery._broker import SENTINEL_TRANSPORT, SENTINELS_TRANSPORT
+
+    if str(app.conf.broker_transport) in (SENTINEL_TRANSPORT, SENTINELS_TRANSPORT):
+        return app_settings(app).JOB_QUEUE_URL
+    return str(app.conf.broker_url)
 
 
 def queue_names(app: Celery, extra: tuple[str, ...] = ()) -> list[str]:
@@ -89,7 +131,7 @@ def queue_names(app: Celery, extra: tuple[str, ...] = ()) -> list[str]:
 def queue_depths(app: Celery, names: list[str]) -> dict[str, int]:
     """Messages waiting in each queue (0 for a queue that does not exist yet)."""
     depths: dict[str, int] = {}
-    broker = str(app.conf.broker_url)
+    broker = broker_url(app)
     with app.connection_for_read() as conn:
         failures = (KombuError, OSError, *conn.connection_errors, *conn.channel_errors)
         try:
@@ -124,7 +166,12 @@ def result_states(app: Celery, limit: int = MAX_RESULTS) -> tuple[dict[str, int]
     counts: Counter[str] = Counter()
     read = 0
     truncated = False
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        topology = app_settings(app).redis_topology(url)
+    except ValueError as exc:
+        raise ZephyrError(f"cannot read results at {mask_url(url)}: {exc}") from None
+    client = sync_client(topology, socket_timeout=10, socket_connect_timeout=5)
+    assert isinstance(client, redis.Redis)  # results are never on a Cluster (Settings)
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
@@ -174,7 +221,8 @@ def collect_status(
     Raises:
         ZephyrError: the broker or the result backend does not answer.
     """
-    broker = str(app.conf.broker_url)
+    settings = app_settings(app)
+    broker = broker_url(app)
     backend = str(app.conf.result_backend)
     depths = queue_depths(app, queue_names(app, extra_queues))
     states, counted, truncated = result_states(app)
@@ -194,6 +242,8 @@ def collect_status(
     return JobsStatus(
         broker=mask_url(broker),
         backend=mask_url(backend),
+        broker_topology=describe_url(broker, settings),
+        backend_topology=describe_url(backend, settings),
         queues=depths,
         workers=workers_online(app, timeout),
         states=states,
@@ -208,7 +258,11 @@ def render(status: JobsStatus, console: Any) -> None:
     """Print ``status`` as tables on a rich ``console``."""
     from rich.table import Table
 
-    console.print(f"broker: {status.broker}   results: {status.backend}")
+    # Plain text: a URL's brackets or a master's quoted name are not rich markup.
+    console.print(f"broker: {status.broker}", markup=False, highlight=False)
+    console.print(f"  {status.broker_topology}", markup=False, highlight=False)
+    console.print(f"results: {status.backend}", markup=False, highlight=False)
+    console.print(f"  {status.backend_topology}", markup=False, highlight=False)
     queues = Table("queue", "waiting", title="Queues", title_justify="left")
     for name, depth in status.queues.items():
         queues.add_row(name, str(depth))

@@ -88,7 +88,9 @@ def _scrubbed(text: str) -> str:
         settings = get_settings()
     except ZephyrError:  # then no URL of ours can be in the text
         return text
-    return scrub(text, settings.JOB_QUEUE_URL, settings.job_result_url)
+    sentinel = settings.REDIS_SENTINEL_PASSWORD
+    secrets = (sentinel.get_secret_value(),) if sentinel is not None else ()
+    return scrub(text, settings.JOB_QUEUE_URL, settings.job_result_url, secrets=secrets)
 
 
 def load_app(spec: str | None, *, required: bool = False) -> Celery:

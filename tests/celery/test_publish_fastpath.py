@@ -258,7 +258,7 @@ async def test_a_result_url_with_options_keeps_redis_pys_pubsub(redis_url: str) 
         with testing.worker(app):
             handles = [await echo.delay(i) for i in range(5)]
             assert await asyncio.gather(*(h.wait(timeout=30) for h in handles)) == list(range(5))
-        assert _results.waiter_for(url, app.backend.decode)._params is None
+        assert _results.waiter_for(url, app.backend.decode)._target is None
     finally:
         set_app(None)
 

@@ -18,6 +18,24 @@ that wakes waiters, connection retries (``ensure``, then ``result_backend_always
 which our app turns on so a job that returned while Redis restarts keeps its result),
 groups, chords and ``forget``. A stored value the script cannot read as JSON
 (compressed, another serializer) is left to Celery's code, which reads it in Python.
+
+:class:`SentinelBackend` is the same on a ``sentinel://`` (or ``sentinels://``) result
+URL: Celery's SentinelBackend with our store, its client made by
+:func:`zephyr_core._topology.sync_client` (redis-py's ``Sentinel.master_for``), so
+results are stored on the current master: after a fail-over a store's connection
+error (or a ``-READONLY`` reply from a demoted master, which redis-py turns into a
+connection error) is retried by Celery's ``ensure`` on a connection to the master the
+Sentinels name then, and EVALSHA finds the promoted master without the script
+(NOSCRIPT: EVAL loads it). The URL is read by our parser, so the master name and the
+Sentinels' password can come from REDIS_SENTINEL_MASTER / REDIS_SENTINEL_PASSWORD.
+
+Private internals used:
+
+- ``celery.backends.redis.RedisBackend._store_result``
+- ``celery.backends.redis.RedisBackend._MAX_STR_VALUE_SIZE``
+- ``celery.backends.base.Backend._get_result_meta``
+- ``celery.backends.redis.SentinelBackend._params_from_url``
+- ``celery.backends.redis.SentinelBackend._get_pool``
 """
 
 from __future__ import annotations
@@ -25,21 +43,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from celery import states
 from celery.backends.redis import RedisBackend as CeleryRedisBackend
+from celery.backends.redis import SentinelBackend as CelerySentinelBackend
+from celery.exceptions import ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
+from redis import Redis
 from redis.exceptions import NoScriptError
+
+from zephyr_core import mask_url
+from zephyr_core._topology import RedisTopology, sync_client
 
 #: The class for ``redis://`` and ``rediss://`` result URLs (TLS is the same class,
 #: as in Celery: the URL picks the connection).
 BACKEND = "zephyr_celery._redis.backend:RedisBackend"
 
+#: The class for ``sentinel://`` and ``sentinels://`` result URLs.
+SENTINEL_BACKEND = "zephyr_celery._redis.backend:SentinelBackend"
+
 #: Result backend aliases an app's loader resolves before Celery's own: the app's
 #: ``result_backend`` keeps the user's URL (status output, Flower) and its scheme
 #: picks this class.
-BACKEND_ALIASES = {"redis": BACKEND, "rediss": BACKEND}
+BACKEND_ALIASES = {
+    "redis": BACKEND,
+    "rediss": BACKEND,
+    "sentinel": SENTINEL_BACKEND,
+    "sentinels": SENTINEL_BACKEND,
+}
 
 # KEYS[1]: the result key; ARGV[1]: the encoded meta; ARGV[2]: seconds to keep it
 # (0: no expiry, like Celery's SET without SETEX). Returns STORED, KEPT or UNREAD.
@@ -167,3 +199,40 @@ class RedisBackend(CeleryRedisBackend):  # type: ignore[misc]  # celery ships no
             # Redis restarted, failed over or ran SCRIPT FLUSH: EVAL runs the script
             # and caches it again for the next EVALSHA.
             return int(client.eval(STORE_RESULT_LUA, 1, key, value, expires))
+
+
+# Connection options the topology gives (the master's address comes from Sentinel).
+_FROM_TOPOLOGY = ("host", "port", "db", "username", "password", "hosts")
+
+
+class SentinelBackend(RedisBackend, CelerySentinelBackend):  # type: ignore[misc]
+    """Our store on a Sentinel-managed master, following it through fail-overs."""
+
+    _topology: RedisTopology
+
+    def _params_from_url(self, url: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        # The whole URL list is read by our parser (Celery's would pass ?master_name=
+        # on to redis-py); what remains are Celery's connection options.
+        from zephyr_celery._redis.master import app_topology  # imports the app module
+
+        options = self.app.conf.get("result_backend_transport_options") or {}
+        topology = app_topology(self.app, url, options)
+        if topology is None or topology.kind != "sentinel":
+            raise ImproperlyConfigured(
+                f"result backend {mask_url(url)!r}: not a Sentinel URL with a master name "
+                "(sentinel://host:26379;sentinel://host2:26379/0?master_name=mymaster, "
+                "or set REDIS_SENTINEL_MASTER)"
+            )
+        self._topology = topology
+        return {
+            key: value
+            for key, value in defaults.items()
+            if key not in _FROM_TOPOLOGY and value is not None
+        }
+
+    def _get_pool(self, **params: Any) -> Any:
+        client = cast(Redis, sync_client(self._topology, **params))  # Sentinel: a Redis
+        return client.connection_pool
+
+    def as_uri(self, include_password: bool = False) -> str:
+        return str(self.url) if include_password else mask_url(str(self.url or ""))

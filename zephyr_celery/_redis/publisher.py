@@ -17,8 +17,22 @@ commands, and the commands of every job enqueued in the same loop iteration shar
 one write. Workers consume the messages unchanged.
 
 Used when the broker is a plain ``redis://`` URL (an address, a database and
-credentials) without a global key prefix (the commands would need it); otherwise
-the publisher thread does it.
+credentials) or a ``sentinel://`` one (no TLS), without a global key prefix (the
+commands would need it); otherwise the publisher thread does it.
+
+On Sentinel each new connection goes to the master the Sentinels name at that
+moment (:mod:`.master`). A lost connection, or a ``-READONLY`` reply (the server
+was demoted to replica by a fail-over), drops the connection and the commands are
+sent again on a new one, under Celery's publish retry policy: a ``delay()`` either
+gets its message onto the current master or raises. A message the old master took
+just before it died may be lost with it (Redis replicates asynchronously) unless
+JOB_ENQUEUE_REPLICAS asks for ``WAIT`` (:mod:`.replicas`): then a ``WAIT N timeout``
+follows the messages on their connection (one for those sent in the same loop
+iteration), and a ``delay()`` whose message fewer than N replicas confirmed raises.
+
+Private internals used:
+
+- ``kombu.Producer._batch_local``
 """
 
 from __future__ import annotations
@@ -31,14 +45,20 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from zephyr_celery._broker import SENTINEL_ALIAS
+from zephyr_celery._redis import replicas as _replicas
 from zephyr_celery._redis import wire as _wire
+from zephyr_celery._redis.master import Target, app_topology, lean_target
 from zephyr_celery._redis.templates import Sampler, Template, make_template
 from zephyr_celery._redis.wire import pack
 
 # Connection losses a send retries under Celery's publish retry policy.
-_RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRIED: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# On Sentinel, a -READONLY reply too: the server was demoted, the master is elsewhere.
+_RETRIED_ON_SENTINEL = (*_RETRIED, ReadOnlyError)
 
 
 class _Collector:
@@ -63,6 +83,19 @@ class _CaptureState:
         return channel.basic_publish(message, _publish_batch=self.collector, **kwargs)
 
 
+def capture(app: Any, producer: Any, name: str, message: Any, options: dict[str, Any]) -> Any:
+    """Run Celery's send_task_message on a Redis ``producer``; return the commands it
+    produced, unsent (kombu's ``(name, args)`` pairs)."""
+    collector = _Collector()
+    local = producer._batch_local
+    local.current = _CaptureState(collector)
+    try:
+        app.amqp.send_task_message(producer, name, message, declare=[], retry=False, **options)
+    finally:
+        del local.current
+    return collector.commands
+
+
 class RedisPublisher:
     """Sends one app's job messages from one event loop, pipelining what queues up."""
 
@@ -70,13 +103,21 @@ class RedisPublisher:
         self.app = app
         self.producer = producer
         self.loop = asyncio.get_running_loop()
-        url = str(app.conf.broker_url)
-        params = _wire.plain_params(url)
-        assert params is not None  # eligible() checked
-        self._params = params
+        target = broker_target(app)
+        assert target is not None  # eligible() checked
+        self._target = target
+        self._retried: tuple[type[Exception], ...] = (
+            _RETRIED_ON_SENTINEL if target.follows_master else _RETRIED
+        )
+        # JOB_ENQUEUE_REPLICAS: a WAIT after the messages, on their connection.
+        self._replicas = _replicas.for_app(app)
+        self._wait = _replicas.wait_command(self._replicas)
+        self._group: tuple[_wire.Replies, asyncio.Future[int]] | None = None
         # The broker's socket_timeout (30 s from our settings), as kombu's would.
         timeout = (app.conf.broker_transport_options or {}).get("socket_timeout")
         self._reply_timeout = float(timeout or _wire.REPLY_TIMEOUT)
+        if self._replicas.count:  # a WAIT must not look like a dead peer
+            self._reply_timeout += self._replicas.timeout
         self._wire: _wire.Replies | None = None
         self._connecting: asyncio.Future[_wire.Replies] | None = None
         self._templates: dict[Hashable, Template | None] = {}
@@ -99,16 +140,8 @@ class RedisPublisher:
 
     def commands_for(self, name: str, message: Any, options: dict[str, Any]) -> list[Any]:
         """Run Celery's send_task_message and return the Redis commands it produced."""
-        collector = _Collector()
-        local = self.producer._batch_local
-        local.current = _CaptureState(collector)
-        try:
-            self.app.amqp.send_task_message(
-                self.producer, name, message, declare=[], retry=False, **options
-            )
-        finally:
-            del local.current
-        return collector.commands
+        commands: list[Any] = capture(self.app, self.producer, name, message, options)
+        return commands
 
     def template(self, key: Hashable, sample: Sampler) -> Template | None:
         """The template of the route ``key`` (made on first use; ``None``: use Celery).
@@ -139,18 +172,37 @@ class RedisPublisher:
     async def send_packed(self, packed: bytes, replies: int) -> None:
         """Send packed commands and wait for their replies, retrying on a lost
         connection as Celery's publish retry policy says (a retried message can be
-        delivered twice: at-least-once)."""
+        delivered twice: at-least-once).
+
+        With JOB_ENQUEUE_REPLICAS the messages sent on a connection in one loop
+        iteration share one WAIT, sent after them (it counts the replicas that have
+        everything the connection wrote before it); a resent message gets its own.
+
+        Raises:
+            ReplicaShortfall: JOB_ENQUEUE_REPLICAS: the message is on the master but
+                fewer replicas than asked confirmed it in time.
+        """
         wire = self._wire
         if wire is not None and not wire.closed:  # the usual case, kept short
             try:
-                await wire.submit(packed, replies)
+                if not self._wait:
+                    await wire.submit(packed, replies)
+                    return
+                sent = wire.submit(packed, replies)
+                confirming = self._confirmation(wire)
+                await sent
+                self._replicas.check(await confirming)
                 return
-            except _RETRIED:
+            except self._retried as exc:
                 if not self._retry_policy[0]:
                     raise
+                self._drop(wire, exc)
                 failed = 1
         else:
             failed = 0
+        if self._wait:  # sent on its own: its own WAIT right behind it
+            packed += self._wait
+            replies += 1
         retries, interval, step, ceiling = self._retry_policy
         while True:
             if failed:
@@ -158,26 +210,60 @@ class RedisPublisher:
                 interval = min(interval + step, ceiling)
             try:
                 wire = await self._connection()
-                await wire.submit(packed, replies)
-                return
-            except _RETRIED:
+                confirmed = await wire.submit(packed, replies, last=bool(self._wait))
+            except self._retried as exc:
                 failed += 1
                 if failed > retries:
                     raise
+                self._drop(wire, exc)
+                continue
+            if self._wait:
+                self._replicas.check(confirmed)
+            return
+
+    def _confirmation(self, wire: _wire.Replies) -> asyncio.Future[int]:
+        """WAIT's reply for what is sent on ``wire`` in this loop iteration: one WAIT,
+        sent once the iteration's messages are (so it follows every one of them)."""
+        group = self._group
+        if group is None or group[0] is not wire:
+            future: asyncio.Future[int] = self.loop.create_future()
+            future.add_done_callback(_retrieved)  # members that failed never await it
+            group = self._group = (wire, future)
+            self.loop.call_soon(self._send_wait, group)
+        return group[1]
+
+    def _send_wait(self, group: tuple[_wire.Replies, asyncio.Future[int]]) -> None:
+        if self._group is group:
+            self._group = None  # later messages need a WAIT after them: a new group
+        wire, future = group
+        wire.submit(self._wait, 1, last=True).add_done_callback(
+            lambda waited: _settle(future, waited)
+        )
+
+    def _drop(self, wire: _wire.Replies | None, exc: BaseException) -> None:
+        """After ``exc``: a READONLY reply means the server is a replica now; close
+        the connection so the next one goes to the master Sentinel names."""
+        if wire is not None and isinstance(exc, ReadOnlyError) and not wire.closed:
+            wire.close()
 
     async def _connection(self) -> _wire.Replies:
         wire = self._wire
         if wire is not None and not wire.closed:
             return wire
-        params = self._params
         connecting = self._connecting
         if connecting is None or connecting.done():
-            loop = asyncio.get_running_loop()
-            connecting = self._connecting = asyncio.ensure_future(
-                _wire.connect(params, lambda: _wire.Replies(loop, self._reply_timeout))
-            )
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
             connecting.add_done_callback(self._connected)
         return await asyncio.shield(connecting)
+
+    async def _connect(self) -> _wire.Replies:
+        # On Sentinel, ask for the master now: after a fail-over it is another server.
+        params = await self._target.params()
+        loop = asyncio.get_running_loop()
+        wire: _wire.Replies = await _wire.connect(
+            params, lambda: _wire.Replies(loop, self._reply_timeout)
+        )
+        return wire
 
     def _connected(self, connecting: asyncio.Future[_wire.Replies]) -> None:
         if not connecting.cancelled() and connecting.exception() is None:
@@ -190,6 +276,23 @@ class RedisPublisher:
         finally:
             if self._wire is not None:
                 self._wire.close()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it retrieved: no "never retrieved" log
+
+
+def _settle(future: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Give ``future`` the outcome of ``source``."""
+    if future.done():
+        return
+    if source.cancelled():
+        future.cancel()
+    elif (error := source.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(source.result())
 
 
 _eligible: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -207,14 +310,24 @@ def eligible(app: Any) -> bool:
 
 
 def _check_eligible(app: Any) -> bool:
-    url = str(app.conf.broker_url or "")
     options = app.conf.broker_transport_options or {}
     return (
-        url.startswith("redis://")
-        and not options.get("global_keyprefix")
+        not options.get("global_keyprefix")
         and not app.conf.broker_use_ssl
-        and _wire.plain_params(url) is not None
+        and broker_target(app) is not None
     )
+
+
+def broker_target(app: Any) -> Target | None:
+    """Where the fast path sends ``app``'s messages: a ``redis://`` server or the
+    master of a ``sentinel://`` URL; ``None`` when it cannot (TLS, a socket, options)."""
+    url = str(app.conf.broker_url or "")
+    # Our settings hand kombu the Sentinels as zephyr-sentinel:// URLs (the scheme
+    # picks our transport; see zephyr_celery._broker): the same URL list otherwise.
+    url = url.replace(f"{SENTINEL_ALIAS}://", "sentinel://")
+    if not url.startswith(("redis://", "sentinel://")):
+        return None
+    return lean_target(app_topology(app, url, app.conf.broker_transport_options))
 
 
 _lock = threading.Lock()

@@ -16,6 +16,13 @@ process and per Redis server; the next channel the process opens to that server
 - so do the messages of a pop whose reply the connection lost: the pop recorded them
   as unacked with its own timestamp as their score, which finds them.
 
+One more thing is handed over when the consuming channel closes: the acknowledgements it
+sent in its last :data:`ACK_REPLAY_WINDOW` seconds, which the next channel sends again.
+Redis replicates asynchronously, so acknowledgements a master took just before it died
+may be missing on the replica promoted in its place (a Sentinel fail-over), and those
+jobs would be handed out again after the visibility timeout. Removing an unacked
+record twice does nothing: an acknowledged message is never delivered again.
+
 Which messages Celery will still run: those it still holds, once it has dealt with
 the connection loss. It keeps the jobs it runs (the worker does not terminate them
 on Redis), what a pool already holds (the threads pool queues every prefetched job
@@ -34,13 +41,21 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from zephyr_core._background import current_pid
 
 #: (process, host, port, database, user, key prefix): one record per broker.
 ServerKey = tuple[int, str, int, str, str, str]
+
+#: Seconds of acknowledgements before the consuming channel closed that the next one
+#: sends again: a master's replica lags it by milliseconds, seconds under heavy load.
+ACK_REPLAY_WINDOW = 5.0
+#: Acknowledgements remembered at most (several seconds of a busy worker's).
+MAX_RECENT_ACKS = 20_000
 
 
 @dataclass
@@ -71,6 +86,22 @@ class Stranded:
         self._messages: dict[str, weakref.ref[Any]] = {}
         #: Whether there is anything to take over (read without the lock: a hint).
         self.pending = False
+        # (monotonic time, delivery tag) of the acknowledgements sent lately.
+        self._acks: deque[tuple[float, str]] = deque(maxlen=MAX_RECENT_ACKS)
+
+    def acked(self, tag: str) -> None:
+        """An acknowledgement sent to Redis (remembered: see :meth:`consumer_closed`)."""
+        self._acks.append((monotonic(), tag))  # deque.append is thread-safe
+
+    def consumer_closed(self) -> None:
+        """The consuming channel closed: its last acknowledgements go again with the next."""
+        since = monotonic() - ACK_REPLAY_WINDOW
+        recent = [tag for at, tag in self._acks.copy() if at >= since]
+        self._acks.clear()
+        if recent:
+            with self._lock:
+                self._work.removals += recent
+                self.pending = True
 
     def strand(self, held: dict[str, Any]) -> None:
         """Messages (by delivery tag) a closing channel held and could not put back."""

@@ -254,7 +254,9 @@ class QoS(kombu_redis.QoS):
     def ack(self, delivery_tag: str) -> None:
         if self.channel.released():
             self._forward(delivery_tag, requeue=False)
-        elif self.channel.defer(self._removal(delivery_tag)):
+            return
+        self.channel.stranded.acked(delivery_tag)  # sent again after a fail-over
+        if self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
@@ -262,7 +264,10 @@ class QoS(kombu_redis.QoS):
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self.channel.released():
             self._forward(delivery_tag, requeue=requeue)
-        elif not requeue and self.channel.defer(self._removal(delivery_tag)):
+            return
+        if not requeue:
+            self.channel.stranded.acked(delivery_tag)
+        if not requeue and self.channel.defer(self._removal(delivery_tag)):
             virtual.QoS.ack(self, delivery_tag)  # as kombu's reject: forget it locally
         else:
             super().reject(delivery_tag, requeue=requeue)
@@ -357,17 +362,8 @@ class Channel(kombu_redis.Channel):
         self._script_loaded = False
         super().__init__(*args, **kwargs)
         self._check_server_version()
-        client = self.connection.client
         #: What this process held on this Redis when a channel to it closed.
-        self.stranded: Stranded = stranded_for(
-            (
-                str(client.hostname),
-                int(client.port or 0),
-                str(client.virtual_host),
-                str(client.userid),
-                str(self.global_keyprefix),
-            )
-        )
+        self.stranded: Stranded = stranded_for(self.broker_identity())
         self._pop_score: str | None = None  # the unacked score of the pop in flight
         options = self.connection.client.transport_options
         interval = sweep_interval(float(self.visibility_timeout))
@@ -472,20 +468,34 @@ class Channel(kombu_redis.Channel):
                     return
         super()._put_fanout(exchange, message, routing_key, **kwargs)
 
-    def same_server(self, other: Channel) -> bool:
-        """Whether ``other`` talks to the same Redis server and database."""
-        mine, theirs = self.connection.client, other.connection.client
-        return bool(
-            (mine.hostname, mine.port, mine.virtual_host, mine.userid)
-            == (theirs.hostname, theirs.port, theirs.virtual_host, theirs.userid)
-            and self.global_keyprefix == other.global_keyprefix
+    def broker_identity(self) -> tuple[str, int, str, str, str]:
+        """The Redis keyspace this channel works on: (host, port, database, user, prefix).
+
+        What a closed channel left (:mod:`.stranded`) is found again by it, so it
+        must name the broker, not the connection: a Sentinel channel names the
+        master group, which stays the same when another server becomes its master.
+        """
+        client = self.connection.client
+        return (
+            str(client.hostname),
+            int(client.port or 0),
+            str(client.virtual_host),
+            str(client.userid),
+            str(self.global_keyprefix),
         )
+
+    def same_server(self, other: Channel) -> bool:
+        """Whether ``other`` talks to the same Redis keyspace (server or master group)."""
+        return self.broker_identity() == other.broker_identity()
 
     def close(self) -> None:
         if not self.closed:
             found = _consumers.get(_here())
             if found is not None and found() in (self, None):
                 del _consumers[_here()]
+            if found is not None and found() is self:
+                # Its last acks go again: a fail-over may have lost them.
+                self.stranded.consumer_closed()
             if self._in_poll:
                 # kombu's close reads the pop in flight, and a dead connection's
                 # error would end the close before what we hold is put back.

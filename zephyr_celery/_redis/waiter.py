@@ -10,7 +10,11 @@ or ``unix://`` URL the connection is a lean protocol of our own
 (:mod:`zephyr_celery._redis.wire`) rather than redis-py's general client.
 
 A reconnection resubscribes everything still awaited and reads the keys again, so a
-result published while the connection was down is not missed. While Redis cannot be
+result published while the connection was down is not missed. On a ``sentinel://``
+result URL each connection goes to the master the Sentinels name at that moment
+(:mod:`.master`; the reads use redis-py's ``Sentinel.master_for`` client): after a
+fail-over the waiter subscribes on the promoted master and reads again what was
+stored there meanwhile. While Redis cannot be
 reached the waiter says so (:attr:`ResultWaiter.down`): a wait whose timeout passes
 then fails with :class:`Unreachable`, not a timeout, and so does every wait once
 Redis has been unreachable for :data:`UNREACHABLE_AFTER` seconds.
@@ -30,6 +34,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from zephyr_celery._redis import wire as _wire
+from zephyr_celery._redis.master import Target, lean_target
+from zephyr_core._topology import RedisTopology, async_client, parse_redis_url
 
 # Celery's states after which a job's result no longer changes.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -60,13 +66,14 @@ class Unreachable(Exception):
 class ResultWaiter:
     """Every result wait of one event loop on one result Redis."""
 
-    def __init__(self, url: str, decode: Decode) -> None:
+    def __init__(self, url: str, decode: Decode, topology: RedisTopology | None = None) -> None:
         self.url = url
         self.decode = decode
         self._loop = asyncio.get_running_loop()
-        self._client = aioredis.Redis.from_url(url)  # reads the stored results
-        # Plain URLs get the lean pub/sub connection; others redis-py's.
-        self._params = _wire.plain_params(url)
+        topology = topology or _topology(url)
+        self._client = _client(url, topology)  # reads the stored results
+        # Plain and Sentinel URLs get the lean pub/sub connection; others redis-py's.
+        self._target: Target | None = lean_target(topology)
         self._waiting: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         # Channels to (un)subscribe on the current connection, sent in batches.
         self._subscribe: set[bytes] = set()
@@ -185,8 +192,8 @@ class ResultWaiter:
         try:
             while True:
                 try:
-                    if self._params is not None:
-                        await self._session(self._params)
+                    if self._target is not None:
+                        await self._session(await self._target.params())
                     else:
                         await self._session_redis_py()
                 except _DOWN as exc:
@@ -334,26 +341,44 @@ _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ResultW
 )
 
 
-def waiter_for(url: str, decode: Decode) -> ResultWaiter:
-    """The waiter of the running loop for the result Redis at ``url``."""
+def _topology(url: str) -> RedisTopology | None:
+    try:
+        return parse_redis_url(url)
+    except ValueError:  # a URL only redis-py reads (checked by Settings already)
+        return None
+
+
+def _client(url: str, topology: RedisTopology | None) -> aioredis.Redis:
+    """A redis-py client for reads: on Sentinel, one that follows the master."""
+    if topology is not None and topology.kind == "sentinel":
+        return cast(aioredis.Redis, async_client(topology))
+    return aioredis.Redis.from_url(url)
+
+
+def waiter_for(url: str, decode: Decode, topology: RedisTopology | None = None) -> ResultWaiter:
+    """The waiter of the running loop for the result Redis at ``url``.
+
+    ``topology``: what ``url`` means with the app's settings (a Sentinel URL whose
+    master name is in REDIS_SENTINEL_MASTER); parsed from ``url`` alone when omitted.
+    """
     loop = asyncio.get_running_loop()
     by_url = _waiters.get(loop)
     if by_url is None:
         by_url = _waiters[loop] = {}
     waiter = by_url.get(url)
     if waiter is None or waiter._task.done():
-        waiter = by_url[url] = ResultWaiter(url, decode)
+        waiter = by_url[url] = ResultWaiter(url, decode, topology)
     return waiter
 
 
-async def read(url: str, key: bytes) -> bytes | None:
+async def read(url: str, key: bytes, topology: RedisTopology | None = None) -> bytes | None:
     """The value stored under ``key`` now (for status checks)."""
     loop = asyncio.get_running_loop()
     by_url = _waiters.get(loop) or {}
     waiter = by_url.get(url)
     if waiter is not None and not waiter._task.done():
         return cast(bytes | None, await waiter._client.get(key))
-    client = aioredis.Redis.from_url(url)
+    client = _client(url, topology or _topology(url))
     try:
         return cast(bytes | None, await client.get(key))
     finally:

@@ -6,8 +6,9 @@ locks, timeouts and a general RESP parser. The traffic on these two connections 
 narrow, so each gets an :class:`asyncio.Protocol` of its own:
 
 - :class:`Replies` pipelines packed commands whose replies are one line each
-  (LPUSH, PUBLISH, PEXPIRE, AUTH, SELECT) and resolves a future per submission
-  once its count of replies is in;
+  (LPUSH, PUBLISH, PEXPIRE, AUTH, SELECT, WAIT) and resolves a future per
+  submission once its count of replies is in (with the last reply's integer
+  when asked: WAIT's count of replicas);
 - :class:`PubSub` carries SUBSCRIBE/UNSUBSCRIBE and hands every message and
   confirmation to a callback.
 
@@ -99,7 +100,8 @@ class _Base(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        # Per submission, in order: [replies still due, future, first error].
+        # Per submission, in order: [replies still due, future, first error, whether
+        # its future gets the last reply's integer].
         self._waiting: deque[list[Any]] = deque()
         self.closed = False
         self._replies_seen = 0
@@ -109,13 +111,16 @@ class _Base(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
-    def submit(self, packed: bytes, replies: int) -> asyncio.Future[None]:
-        """Send ``packed``; the future ends once its ``replies`` replies are in."""
-        future: asyncio.Future[None] = self._loop.create_future()
+    def submit(self, packed: bytes, replies: int, *, last: bool = False) -> asyncio.Future[Any]:
+        """Send ``packed``; the future ends once its ``replies`` replies are in.
+
+        Its result is ``None``, or with ``last=True`` the last reply's integer.
+        """
+        future: asyncio.Future[Any] = self._loop.create_future()
         if self.closed or self._transport is None:
             future.set_exception(RedisConnectionError("connection to Redis closed"))
             return future
-        self._waiting.append([replies, future, None])
+        self._waiting.append([replies, future, None, last])
         self._write(packed)
         return future
 
@@ -123,8 +128,10 @@ class _Base(asyncio.Protocol):
         assert self._transport is not None
         self._transport.write(packed)
 
-    def _reply(self, error: ResponseError | None) -> bool:
-        """Count one line reply against the oldest submission (False: none waits)."""
+    def _reply(self, error: ResponseError | None, value: Any = None) -> bool:
+        """Count one line reply against the oldest submission (False: none waits).
+
+        ``value`` is the reply's integer when the submission asked for its last one."""
         self._replies_seen += 1
         waiting = self._waiting
         if not waiting:
@@ -138,7 +145,7 @@ class _Base(asyncio.Protocol):
             future = entry[1]
             if not future.done():
                 if entry[2] is None:
-                    future.set_result(None)
+                    future.set_result(value)
                 else:
                     future.set_exception(entry[2])
         return True
@@ -185,8 +192,8 @@ class Replies(_Base):
         self._out_size = 0
         self._flush_soon = False
 
-    def submit(self, packed: bytes, replies: int) -> asyncio.Future[None]:
-        future = super().submit(packed, replies)
+    def submit(self, packed: bytes, replies: int, *, last: bool = False) -> asyncio.Future[Any]:
+        future = super().submit(packed, replies, last=last)
         if self._watchdog is None and not self.closed:
             self._watch()
         return future
@@ -242,18 +249,26 @@ class Replies(_Base):
             if end < 0:
                 break
             kind = buffer[start]
+            value = None
             if kind == 58 or kind == 43:  # ":" integer, "+" status
                 error = None
+                if kind == 58 and self._wants_value():
+                    value = int(buffer[start + 1 : end])
             elif kind == 45:  # "-" error
                 error = _parse_error(buffer[start + 1 : end].decode("utf-8", "replace"))
             else:
                 self._broken(f"unexpected reply {bytes(buffer[start:end])[:40]!r}")
                 return
             start = end + 2
-            if not self._reply(error):
+            if not self._reply(error, value):
                 self._broken("a reply nobody waits for")
                 return
         del buffer[:start]
+
+    def _wants_value(self) -> bool:
+        """Whether the next reply is the last of a submission that asked for it."""
+        waiting = self._waiting
+        return bool(waiting) and waiting[0][0] == 1 and waiting[0][3]
 
     def _fail(self, error: Exception) -> None:
         self._out.clear()
