@@ -23,6 +23,7 @@ from zephyr_celery._failures import FailureRecord, FailureStore, failure_store
 from zephyr_celery._handle import JobHandle
 from zephyr_celery._job import AsyncJob, Job, SyncJob, job
 from zephyr_celery._pool import AsyncPool
+from zephyr_celery._redis.replicas import NotReplicatedError
 from zephyr_celery._scheduler import scheduler
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "JobFailed",
     "JobHandle",
     "JobTimeout",
+    "NotReplicatedError",
     "ResultBackendError",
     "SyncJob",
     "create_app",

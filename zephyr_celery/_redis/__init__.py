@@ -9,10 +9,18 @@ module             class or function                            extends
 =================  ===========================================  ==========================
 ``transport``      ``Transport``, ``Channel``, ``QoS``,         kombu's Redis transport
                    ``MultiChannelPoller``                       (``kombu.transport.redis``)
+``sentinel_``      ``SentinelTransport``, ``SentinelChannel``:  ours on kombu's
+``transport``      the same transport on the master the         ``SentinelChannel``
+                   Sentinels name, following fail-overs
 ``stranded``       ``Stranded``: what a worker held when its    ours (used by the
                    broker connection dropped, until it is back  transport)
-``backend``        ``RedisBackend``                             Celery's Redis result
-                                                                backend
+``backend``        ``RedisBackend``, ``SentinelBackend``        Celery's Redis and
+                                                                Sentinel result backends
+``master``         ``Target``, ``lean_target``: the server a    ours (zephyr_core's
+                   lean connection goes to (the Sentinels'      ``resolve_master``)
+                   master now, on a Sentinel URL)
+``replicas``       ``Replicas``, ``NotReplicatedError``:        ours (Redis ``WAIT``)
+                   ``JOB_ENQUEUE_REPLICAS``
 ``publisher``      ``RedisPublisher``: sends job messages       ours (uses kombu's
                    from the event loop                          producer to capture)
 ``templates``      ``Template``: a job message rendered         ours (checked against
