@@ -1,4 +1,4 @@
-"""Sentinel clients: ours (zephyr_core._topology) beside raw redis-py's, same topology, one run.
+"""Sentinel clients: ours (zephyr_core._redis_clients) beside raw redis-py's, same topology.
 
 1. SET+GET round trips per operation (sync and async): our ``sync_client`` /
    ``async_client`` vs redis-py's ``Sentinel(...).master_for(...)`` with the same options.
@@ -34,12 +34,12 @@ from redis.sentinel import Sentinel  # noqa: E402
 
 from benchmarks._common import row  # noqa: E402
 from tests.servers import SentinelTopology  # noqa: E402
-from zephyr_core._topology import (  # noqa: E402
+from zephyr_core._redis_clients import (  # noqa: E402
     async_client,
-    parse_redis_url,
     resolve_master_sync,
     sync_client,
 )
+from zephyr_core._topology import parse_redis_url  # noqa: E402
 
 N = 300  # operations per round
 ROUNDS = 40  # short rounds, order swapped each round: a busy machine's noise hits both

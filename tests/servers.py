@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -452,11 +453,22 @@ class SentinelTopology:
             node.stop(signal.SIGKILL)
 
 
+def _port_of(row: list[str]) -> int:
+    """The port in a CLUSTER NODES row (``ip:port@bus``)."""
+    return int(row[1].split("@")[0].rsplit(":", 1)[1])
+
+
 class RedisClusterServers:
     """A private Redis Cluster: ``masters`` masters, each with ``replicas_per_master`` replicas.
 
     ``cluster-node-timeout`` is 1 s so a replica takes over a killed master within seconds.
+    :meth:`start` forms the cluster step by step (not ``redis-cli --cluster create``, which
+    once failed at setup without saying why): each step's reply is checked, each wait has a
+    deadline, and a failure says which step, what the node answered and what every node
+    knew of the cluster then.
     """
+
+    SLOTS = 16384
 
     def __init__(
         self,
@@ -472,7 +484,14 @@ class RedisClusterServers:
         self.directory, self.masters, self.replicas = directory, masters, replicas_per_master
         self.password = password
         count = masters * (1 + replicas_per_master)
-        self.nodes = [_Node(binary, directory, f"cluster-{i}", free_port()) for i in range(count)]
+        # 2 ports per node, all distinct (two free_port() calls may return the same port).
+        ports: list[int] = []
+        while len(ports) < 2 * count:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.nodes = [_Node(binary, directory, f"cluster-{i}", ports[i]) for i in range(count)]
+        # Each node's cluster bus port: CLUSTER MEET needs it (it is not port + 10000 here).
+        self.bus_ports = {node.name: ports[count + i] for i, node in enumerate(self.nodes)}
         self.killed: list[_Node] = []
 
     def url(self) -> str:
@@ -487,7 +506,7 @@ class RedisClusterServers:
         args = ["--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "no", "--dbfilename", f"{node.name}.rdb",
                 "--cluster-enabled", "yes", "--cluster-config-file", f"{node.name}.nodes.conf",
-                "--cluster-node-timeout", "1000", "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", "1000", "--cluster-port", str(self.bus_ports[node.name]),
                 "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
@@ -497,14 +516,89 @@ class RedisClusterServers:
         self.directory.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:
             node.start(self._args(node))
-        env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password else None
-        subprocess.run(
-            ["redis-cli", "--cluster", "create",
-             *(f"127.0.0.1:{node.port}" for node in self.nodes),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60, env=env,
-        )  # fmt: skip
+        masters, replicas = self.nodes[: self.masters], self.nodes[self.masters :]
+        ids = {node.name: self._setup(node, "CLUSTER", "MYID") for node in self.nodes}
+        for index, node in enumerate(masters):
+            # Distinct epochs before the nodes meet, as redis-cli does: no epoch collision
+            # for the cluster to settle first.
+            self._setup(node, "CLUSTER", "SET-CONFIG-EPOCH", str(index + 1), expect="OK")
+            first, last = self.slot_range(index)
+            self._setup(node, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last), expect="OK")
+        seed = self.nodes[0]
+        for node in self.nodes[1:]:
+            bus = str(self.bus_ports[node.name])
+            self._setup(seed, "CLUSTER", "MEET", "127.0.0.1", str(node.port), bus, expect="OK")
+        self._wait(self._all_met, 30, "every node to know every other (CLUSTER MEET, gossip)")
+        for number, node in enumerate(replicas):
+            master = masters[number % self.masters]
+            self._setup(node, "CLUSTER", "REPLICATE", ids[master.name], expect="OK")
         self.wait_healthy(timeout=60)
+
+    def slot_range(self, index: int) -> tuple[int, int]:
+        """The first and last slot of the ``index``-th master: an even share of 16384."""
+        return index * self.SLOTS // self.masters, (index + 1) * self.SLOTS // self.masters - 1
+
+    def _client(self, node: _Node) -> Any:
+        import redis  # as RedisServer does: only the tests that start a cluster need it
+
+        return redis.Redis(
+            port=node.port, password=self.password, socket_timeout=5, decode_responses=True
+        )
+
+    def _setup(self, node: _Node, *command: str, expect: str | None = None) -> str:
+        """One step of :meth:`start` on ``node``; an error or another reply than ``expect``
+        raises, naming the step and quoting the node's answer (never the password)."""
+        client = self._client(node)
+        try:
+            answer = str(client.execute_command(*command))
+            failed = expect is not None and answer != expect
+        except Exception as exc:  # an error reply, a refused or timed-out connection
+            answer, failed = f"{type(exc).__name__}: {exc}", True
+        finally:
+            client.close()
+        if failed:
+            raise RuntimeError(
+                f"cluster setup: {' '.join(command)} on {node.name} (port {node.port}) "
+                f"answered {answer!r}, expected {expect or 'a reply'!r}\n{self.describe_state()}"
+            )
+        return answer
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            wait_until(predicate, timeout, what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.describe_state()}") from None
+
+    def _all_met(self) -> bool:
+        """Every node lists every node, none still in handshake, every link connected."""
+        for node in self._live():
+            rows = self._nodes_of(node)
+            if len(rows) != len(self.nodes):
+                return False
+            for row in rows:
+                if "handshake" in row[2] or "noaddr" in row[2] or row[7] != "connected":
+                    return False
+        return True
+
+    def _nodes_of(self, node: _Node) -> list[list[str]]:
+        answer = self._command(node.port, "CLUSTER", "NODES")
+        return [line.split() for line in answer.splitlines() if len(line.split()) >= 8]
+
+    def describe_state(self) -> str:
+        """What each node says of the cluster (for failure messages)."""
+        lines = []
+        for node in self.nodes:
+            if not node.running:
+                lines.append(f"  {node.name} port {node.port}: not running")
+                continue
+            info = self._command(node.port, "CLUSTER", "INFO")
+            state = next((x for x in info.splitlines() if x.startswith("cluster_state")), "?")
+            lines.append(f"  {node.name} port {node.port}: {state.strip() or 'no answer'}")
+            for row in self._nodes_of(node):
+                peer = row[1].split("@")[0]
+                slots = " ".join(row[8:]) or "-"
+                lines.append(f"    {row[0][:8]} {peer} {row[2]} of {row[3][:8]} {row[7]} {slots}")
+        return "cluster state:\n" + "\n".join(lines)
 
     def _live(self) -> list[_Node]:
         return [node for node in self.nodes if node.running]
@@ -524,7 +618,7 @@ class RedisClusterServers:
             if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8
         ]  # fmt: skip
         masters.sort(key=lambda fields: int(fields[8].split("-")[0]))
-        return [int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in masters]
+        return [_port_of(fields) for fields in masters]
 
     def wait_healthy(self, timeout: float = 60) -> None:
         """Until every live node says cluster_state:ok and every master has its replicas."""
@@ -544,9 +638,18 @@ class RedisClusterServers:
                 ]  # fmt: skip
                 if len(replicas) < self.replicas:
                     return False
+                if self._online_replicas(_port_of(master)) < self.replicas:
+                    return False
             return True
 
-        wait_until(healthy, timeout, "the cluster to be ok with every replica attached")
+        self._wait(healthy, timeout, "the cluster to be ok with every replica attached")
+
+    def _online_replicas(self, port: int) -> int:
+        """Replicas the master at ``port`` streams to (INFO replication: state=online)."""
+        info = self._command(port, "INFO", "replication")
+        return sum(
+            1 for line in info.splitlines() if line.startswith("slave") and "state=online" in line
+        )
 
     def kill_master(self, index: int = 0) -> tuple[str, int]:
         """SIGKILL the ``index``-th master (in slot order); return its address."""

@@ -61,7 +61,8 @@ from zephyr_cache._redis_pool import sentinel_manager
 from zephyr_cache._runner import runner
 from zephyr_core import get_settings, mask_url
 from zephyr_core._background import PerProcess, cancel_on_loop, current_pid
-from zephyr_core._topology import RedisTopology, on_failover
+from zephyr_core._failovers import on_failover
+from zephyr_core._topology import RedisTopology
 
 logger = logging.getLogger("zephyr_cache")
 

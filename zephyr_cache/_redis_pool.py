@@ -7,7 +7,7 @@ waiting and bypass as :class:`GuardedPool`, with redis-py's ``SentinelConnection
 finding the master: each new connection asks the Sentinels, idle connections to a master
 that was replaced are closed, and a connection that finds its server demoted
 (``READONLY``) is dropped, so the tier follows a fail-over without a restart. The
-Sentinel client is ``zephyr_core._topology``'s, which counts a changed master address as
+Sentinel client is ``zephyr_core._redis_clients``'s, which counts a changed master address as
 a fail-over (``zephyr_redis_failovers_total``) and runs its ``on_failover`` callbacks:
 local tiers over the cache are flushed then (``_invalidation``), since writes the old
 master acknowledged may be lost.
@@ -63,7 +63,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from zephyr_cache._failopen import Bypassed, Guard, PoolBusy
 from zephyr_cache._serializers import RawBytes
 from zephyr_core import get_settings
-from zephyr_core._topology import RedisTopology, async_sentinel_manager
+from zephyr_core._redis_clients import async_sentinel_manager
+from zephyr_core._topology import RedisTopology
 
 if TYPE_CHECKING:
     from zephyr_cache._cluster import ClusterBackend
@@ -104,7 +105,7 @@ class GuardedSentinelPool(GuardedPool, SentinelConnectionPool):
 
 def sentinel_manager(topology: RedisTopology) -> Sentinel:
     """redis.asyncio's ``Sentinel`` over the topology's Sentinels (their own password and
-    TLS), recording each master it finds (``zephyr_core._topology``: fail-overs seen)."""
+    TLS), recording each master it finds (``zephyr_core._failovers``: fail-overs seen)."""
     return async_sentinel_manager(
         topology, socket_timeout=SENTINEL_TIMEOUT, socket_connect_timeout=SENTINEL_TIMEOUT
     )

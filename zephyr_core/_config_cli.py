@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from zephyr_core._exceptions import ConfigError
-from zephyr_core._redis_probe import redis_urls_by_setting
-from zephyr_core._settings import Settings
+from zephyr_core._settings import Settings, redis_urls_by_setting
 
 
 @click.group()

@@ -7,6 +7,11 @@ report (the Redis probe says which master it reached). Packages
 register theirs with :func:`register_check` (at import) or through the
 ``zephyr.health`` entry-point group (a callable taking Settings and returning checks),
 so ``zephyr_core`` never imports them.
+
+The Redis probes (:mod:`zephyr_core._redis_probe`) are imported when checks are built or
+a probe is made, not with this module: ``import zephyr_core`` loads this module and must
+not load redis-py (its asyncio part needs packages a bare Python may lack) or pay for it
+at every CLI start.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from zephyr_core._redis_probe import redis_checks, redis_probe
 from zephyr_core._settings import Settings
 from zephyr_core._urls import mask_url
 
@@ -76,8 +80,17 @@ def database_probe(url: str) -> Probe:
     return select_one
 
 
+def redis_probe(url: str, settings: Settings | None = None) -> Probe:
+    """A probe for the Redis behind ``url``: see :func:`zephyr_core._redis_probe.redis_probe`."""
+    from zephyr_core._redis_probe import redis_probe as make_probe
+
+    return make_probe(url, settings)
+
+
 def checks_for(settings: Settings) -> list[ReadinessCheck]:
     """Every readiness check that applies under ``settings``."""
+    from zephyr_core._redis_probe import redis_checks
+
     checks: list[ReadinessCheck] = [
         ReadinessCheck(name, probe, timeout) for name, probe, timeout in redis_checks(settings)
     ]

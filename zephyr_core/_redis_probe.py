@@ -23,16 +23,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import NoBackoff
 
-from zephyr_core._settings import Settings, get_settings
-from zephyr_core._topology import (
-    Address,
-    RedisTopology,
-    async_client,
-    expose_failover_counter,
-    resolve_master,
-    sentinel_kwargs,
-    server_kwargs,
-)
+from zephyr_core._failovers import expose_failover_counter
+from zephyr_core._redis_clients import async_client, resolve_master, sentinel_kwargs, server_kwargs
+from zephyr_core._settings import Settings, get_settings, redis_urls_by_setting
+from zephyr_core._topology import Address, RedisTopology
 
 Probe = Callable[[], Awaitable[object]]
 
@@ -49,17 +43,6 @@ class RedisProbeFailed(Exception):
     def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.details = details
-
-
-def redis_urls_by_setting(settings: Settings) -> dict[str, str]:
-    """The settings that name a Redis server, by field name (as the processes use them)."""
-    urls: dict[str, str] = {}
-    if settings.JOB_QUEUE_BACKEND == "redis":
-        urls["JOB_QUEUE_URL"] = settings.JOB_QUEUE_URL
-    urls["JOB_RESULT_URL"] = settings.job_result_url
-    if settings.CACHE_BACKEND == "redis":
-        urls["CACHE_URL"] = settings.CACHE_URL
-    return urls
 
 
 def _identity(topology: RedisTopology) -> tuple[object, ...]:

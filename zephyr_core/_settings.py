@@ -356,6 +356,17 @@ class Settings(BaseSettings):
         return list(self.display().items())
 
 
+def redis_urls_by_setting(settings: Settings) -> dict[str, str]:
+    """The settings that name a Redis server, by field name (as the processes use them)."""
+    urls: dict[str, str] = {}
+    if settings.JOB_QUEUE_BACKEND == "redis":
+        urls["JOB_QUEUE_URL"] = settings.JOB_QUEUE_URL
+    urls["JOB_RESULT_URL"] = settings.job_result_url
+    if settings.CACHE_BACKEND == "redis":
+        urls["CACHE_URL"] = settings.CACHE_URL
+    return urls
+
+
 #: A folder of files named after fields (``JOB_QUEUE_URL``, ...), each holding its value:
 #: how Kubernetes mounts a Secret. Read below the environment and ``.env``.
 SECRETS_DIR_VARIABLE = "ZEPHYR_SECRETS_DIR"

@@ -24,8 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from zephyr_core._exceptions import ZephyrError
-from zephyr_core._redis_probe import redis_urls_by_setting
-from zephyr_core._settings import Settings
+from zephyr_core._settings import Settings, redis_urls_by_setting
 from zephyr_core._topology import parse_redis_url
 from zephyr_core._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, host_port, is_loopback, mask_url
 from zephyr_core._valkey_server import EmbeddedValkey

@@ -38,7 +38,7 @@ def probe_beat(jobs_module: str) -> str | None:
     from zephyr_celery._app import app_settings
     from zephyr_celery._beat import KEY_PREFIX
     from zephyr_celery.cli import load_app
-    from zephyr_core._topology import sync_client
+    from zephyr_core._redis_clients import sync_client
 
     app = load_app(jobs_module, required=True)
     settings = app_settings(app)

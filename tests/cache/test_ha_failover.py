@@ -18,7 +18,7 @@ from tests.servers import RedisClusterServers, SentinelTopology
 from zephyr_cache import cache, configure, get_cache
 from zephyr_cache._cluster import slot_tag
 from zephyr_cache._memory import MISSING
-from zephyr_core._topology import failovers_seen
+from zephyr_core._failovers import failovers_seen
 
 CALLS = 10_000
 KILL_AT = 2_000

@@ -12,18 +12,14 @@ from prometheus_client import REGISTRY
 from redis.sentinel import MasterNotFoundError
 
 from tests.servers import RedisClusterServers, SentinelTopology, need, wait_until
-from zephyr_core._topology import (
-    Address,
-    RedisTopology,
+from zephyr_core._failovers import failovers_seen, on_failover, remove_failover_callback
+from zephyr_core._redis_clients import (
     async_client,
-    failovers_seen,
-    on_failover,
-    parse_redis_url,
-    remove_failover_callback,
     resolve_master,
     resolve_master_sync,
     sync_client,
 )
+from zephyr_core._topology import Address, RedisTopology, parse_redis_url
 
 Failover = tuple[RedisTopology, Address, Address]
 
