@@ -34,7 +34,8 @@ from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redi
 from redis.exceptions import LockNotOwnedError
 
 from zephyr_core import Settings
-from zephyr_core._topology import RedisTopology, sentinel_kwargs
+from zephyr_core._redis_clients import sentinel_kwargs
+from zephyr_core._topology import RedisTopology
 
 #: Beat wakes at least this often (seconds): also how often it renews its lock.
 DEFAULT_MAX_INTERVAL = 5.0

@@ -29,7 +29,8 @@ from kombu import connection as kombu_connection
 from kombu.transport import TRANSPORT_ALIASES
 
 from zephyr_core import Settings
-from zephyr_core._topology import RedisTopology, sentinel_kwargs
+from zephyr_core._redis_clients import sentinel_kwargs
+from zephyr_core._topology import RedisTopology
 
 #: ``broker_transport`` for Redis: the class kombu imports instead of its own.
 REDIS_TRANSPORT = "zephyr_celery._redis.transport:Transport"

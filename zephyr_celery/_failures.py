@@ -16,7 +16,8 @@ from typing import Any
 
 import redis
 
-from zephyr_core._topology import RedisTopology, parse_redis_url, sync_client
+from zephyr_core._redis_clients import sync_client
+from zephyr_core._topology import RedisTopology, parse_redis_url
 
 INDEX_KEY = "zephyr:jobs:failed"
 RECORD_PREFIX = "zephyr:jobs:failed:"

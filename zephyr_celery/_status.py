@@ -23,7 +23,8 @@ from kombu.exceptions import KombuError
 from zephyr_celery._app import app_settings
 from zephyr_celery._failures import failure_store
 from zephyr_core import Settings, ZephyrError, mask_url
-from zephyr_core._topology import parse_redis_url, sync_client
+from zephyr_core._redis_clients import sync_client
+from zephyr_core._topology import parse_redis_url
 
 #: Results read at most when counting states: a large backend is sampled, not walked.
 MAX_RESULTS = 10_000

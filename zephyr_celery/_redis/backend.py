@@ -54,7 +54,8 @@ from redis import Redis
 from redis.exceptions import NoScriptError
 
 from zephyr_core import mask_url
-from zephyr_core._topology import RedisTopology, sync_client
+from zephyr_core._redis_clients import sync_client
+from zephyr_core._topology import RedisTopology
 
 #: The class for ``redis://`` and ``rediss://`` result URLs (TLS is the same class,
 #: as in Celery: the URL picks the connection).

@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from zephyr_celery._redis import wire as _wire
-from zephyr_core._topology import RedisTopology, parse_redis_url, resolve_master
+from zephyr_core._redis_clients import resolve_master
+from zephyr_core._topology import RedisTopology, parse_redis_url
 
 #: Seconds to wait for a Sentinel's answer before asking the next one.
 RESOLVE_TIMEOUT = 1.0

@@ -57,7 +57,8 @@ from redis.sentinel import Sentinel
 
 from zephyr_celery._redis.transport import Channel, Transport
 from zephyr_core import ConfigError
-from zephyr_core._topology import RedisTopology, record_master
+from zephyr_core._failovers import record_master
+from zephyr_core._topology import RedisTopology
 
 #: Seconds between two questions to the Sentinels while a fail-over is under way.
 FAILOVER_POLL = 0.1

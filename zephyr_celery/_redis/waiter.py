@@ -35,7 +35,8 @@ from redis.exceptions import RedisError
 
 from zephyr_celery._redis import wire as _wire
 from zephyr_celery._redis.master import Target, lean_target
-from zephyr_core._topology import RedisTopology, async_client, parse_redis_url
+from zephyr_core._redis_clients import async_client
+from zephyr_core._topology import RedisTopology, parse_redis_url
 
 # Celery's states after which a job's result no longer changes.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
