@@ -17,7 +17,7 @@ Cross-process invalidation on Cluster uses sharded pub/sub (Redis 7.0+): each sh
 to the first slot the shard owns. A write announces itself with ``SPUBLISH`` on the
 channel of the shard it writes to, inside the same Lua script as the write: one
 command, atomic, and no message crosses the cluster bus to other shards. Listeners
-subscribe to every shard's channel (``_invalidation``). Redis refuses a script that
+subscribe to every shard's channel (``_shard_subscriptions``). Redis refuses a script that
 publishes to a channel of another shard ("non local key"): the script publishes first,
 so a stale slot map costs the write (dropped, failing open), never a silent one.
 

@@ -22,14 +22,9 @@ not put a value that may be stale into its local tier. When a Redis tier comes b
 after an outage, :func:`flush_local_tiers` flushes the local tiers over it as well (the
 subscription may have stayed up while the server stopped answering commands).
 
-redis-py opens and subscribes the connection (URL, TLS, auth); then its socket is handed
-to :class:`_Receiver`, an ``asyncio.Protocol`` that parses messages with ``hiredis`` in
-the socket's read callback: no coroutine per message on a thread that competes with the
-app for the GIL (every write this process announces comes back to it too).
-
-Private internals used: redis-py's ``Connection._writer`` (the asyncio ``StreamWriter``
-of the subscribed connection, whose transport is given a new protocol), tested with
-redis-py 8.1.
+Subscribing is ``_subscriptions`` (one server, or the master the Sentinels name) and
+``_shard_subscriptions`` (every master of a Cluster): redis-py opens and subscribes the
+connection, then a protocol parses messages in the socket's read callback.
 
 Fork safety and cancellation use ``zephyr_core._background`` (``PerProcess``,
 ``current_pid``, ``cancel_on_loop``).
@@ -45,20 +40,12 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-import hiredis
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
-
-from zephyr_cache._cluster import cluster_options, masters_with_channels
 from zephyr_cache._memory import MemoryBackend
-from zephyr_cache._redis_pool import sentinel_manager
 from zephyr_cache._runner import runner
+from zephyr_cache._shard_subscriptions import subscribe_shards
+from zephyr_cache._subscriptions import Subscribed, subscribe
 from zephyr_core import get_settings, mask_url
 from zephyr_core._background import PerProcess, cancel_on_loop, current_pid
 from zephyr_core._failovers import on_failover
@@ -185,12 +172,12 @@ class InvalidationChannel:
         backoff = 0.05
         topology = get_settings().redis_topology(self.url)
         while not self._stopping:
-            subscribed: list[_Subscribed] = []
+            subscribed: list[Subscribed] = []
             try:
                 if topology.kind == "cluster":
-                    subscribed = await _subscribe_shards(topology, self._handle)
+                    subscribed = await subscribe_shards(topology, self._handle)
                 else:
-                    subscribed = [await _subscribe(topology, self.url, self._handle)]
+                    subscribed = [await subscribe(topology, self.url, CHANNEL, self._handle)]
                 self._flush()  # anything cached before now may have missed a message
                 self.healthy = True
                 self.ready.set()
@@ -225,168 +212,6 @@ class InvalidationChannel:
                     await subscription.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
-
-
-class _Subscribed:
-    """One subscribed connection whose socket a :class:`_Receiver` reads."""
-
-    def __init__(self, client: Redis, pubsub: PubSub, receiver: _Receiver, owner: Any) -> None:
-        self.client = client
-        self.pubsub = pubsub
-        self.receiver = receiver
-        self.owner = owner  # a Sentinel manager to close as well, or None
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
-        if self.owner is not None:
-            with contextlib.suppress(Exception):
-                await self.owner.aclose()
-
-
-_LISTENER_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": None}
-
-
-async def _hand_over(
-    client: Redis,
-    pubsub: PubSub,
-    kind: str,
-    handle: Callable[[bytes], None],
-    owner: Any = None,
-) -> _Subscribed:
-    """Check the subscription was confirmed, then give its socket to a :class:`_Receiver`."""
-    try:
-        confirmation = await pubsub.get_message(timeout=2.0)
-        if not confirmation or confirmation.get("type") != kind:
-            raise ConnectionError(f"no {kind} confirmation")
-        connection = pubsub.connection
-        assert connection is not None
-        # Messages that came with the confirmation, then hand the socket over.
-        while await connection.can_read():
-            reply = await connection.read_response(push_request=True)
-            if reply and reply[0] in _MESSAGES:
-                handle(reply[2])
-        receiver = _Receiver(handle)
-        transport = connection._writer.transport
-        transport.set_protocol(receiver)
-        receiver.connection_made(transport)  # set_protocol does not call it
-    except BaseException:
-        await _Subscribed(client, pubsub, None, owner).aclose()  # type: ignore[arg-type]
-        raise
-    return _Subscribed(client, pubsub, receiver, owner)
-
-
-async def _subscribe(
-    topology: RedisTopology, url: str, handle: Callable[[bytes], None]
-) -> _Subscribed:
-    """SUBSCRIBE on the server (single) or on the master the Sentinels name."""
-    owner: Sentinel | None = None
-    if topology.kind == "sentinel":
-        assert topology.master_name is not None
-        owner = sentinel_manager(topology)
-        options: dict[str, Any] = {"db": topology.db, **_LISTENER_OPTIONS}
-        if topology.username:
-            options["username"] = topology.username
-        if topology.password:
-            options["password"] = topology.password
-        if topology.tls:
-            options.update(ssl=True, **topology.ssl_options)
-        client = owner.master_for(topology.master_name, retry=Retry(NoBackoff(), 0), **options)
-    else:
-        client = Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_LISTENER_OPTIONS)
-    pubsub = client.pubsub()
-    try:
-        await pubsub.subscribe(CHANNEL)
-    except BaseException:
-        await _Subscribed(client, pubsub, None, owner).aclose()  # type: ignore[arg-type]
-        raise
-    return await _hand_over(client, pubsub, "subscribe", handle, owner)
-
-
-async def _subscribe_shards(
-    topology: RedisTopology, handle: Callable[[bytes], None]
-) -> list[_Subscribed]:
-    """SSUBSCRIBE to every shard's channel, on a plain connection to its master.
-
-    redis-py's async ``ClusterPubSub`` can follow sharded channels, but reads them
-    through ``get_sharded_message`` polling each node in turn; a plain connection per
-    master lets the socket's own callback parse messages as on a single server, and a
-    lost master (killed, or its slots moved: Redis then sends ``sunsubscribe``) ends the
-    subscription, which is re-resolved from the slot map.
-    """
-    targets = await masters_with_channels(
-        topology, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    options = {k: v for k, v in cluster_options(topology).items() if k != "startup_nodes"}
-    subscribed: list[_Subscribed] = []
-    try:
-        for host, port, channel in targets:
-            client = Redis(
-                host=host, port=port, retry=Retry(NoBackoff(), 0), **options, **_LISTENER_OPTIONS
-            )
-            pubsub = client.pubsub()
-            try:
-                await pubsub.ssubscribe(channel)
-            except BaseException:
-                await _Subscribed(client, pubsub, None, None).aclose()  # type: ignore[arg-type]
-                raise
-            subscribed.append(await _hand_over(client, pubsub, "ssubscribe", handle))
-    except BaseException:
-        for subscription in subscribed:
-            await subscription.aclose()
-        raise
-    return subscribed
-
-
-#: Replies carrying a message: plain and sharded pub/sub.
-_MESSAGES = (b"message", b"smessage")
-
-
-class _Receiver(asyncio.Protocol):
-    """Reads the subscribed connection: each message handled in the socket's callback.
-
-    The listener shares the GIL with the app's threads and receives every write this
-    process announces too; redis-py's ``PubSub.get_message`` costs several coroutine
-    layers per message (about half a raw Redis ``SET`` here), this costs a parse.
-    """
-
-    def __init__(self, handle: Callable[[bytes], None]) -> None:
-        self.handle = handle
-        self.reader = hiredis.Reader()
-        self.heard = time.monotonic()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.heard = time.monotonic()
-        reader = self.reader
-        reader.feed(data)
-        reply = reader.gets()
-        while reply is not False:
-            if isinstance(reply, list):
-                if reply[0] in _MESSAGES:
-                    self.handle(reply[2])
-                elif reply[0] == b"sunsubscribe" and self.transport is not None:
-                    # Redis dropped a sharded subscription (its slot moved): resubscribe.
-                    self.transport.close()
-            reply = reader.gets()
-
-    def ping(self) -> None:
-        if self.transport is not None:
-            self.transport.write(b"*1\r\n$4\r\nPING\r\n")
-
-    def eof_received(self) -> bool:
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 _channels: dict[str, InvalidationChannel] = {}
