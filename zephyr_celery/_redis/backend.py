@@ -21,7 +21,7 @@ groups, chords and ``forget``. A stored value the script cannot read as JSON
 
 :class:`SentinelBackend` is the same on a ``sentinel://`` (or ``sentinels://``) result
 URL: Celery's SentinelBackend with our store, its client made by
-:func:`zephyr_core._topology.sync_client` (redis-py's ``Sentinel.master_for``), so
+:func:`zephyr_core._redis_clients.sync_client` (redis-py's ``Sentinel.master_for``), so
 results are stored on the current master: after a fail-over a store's connection
 error (or a ``-READONLY`` reply from a demoted master, which redis-py turns into a
 connection error) is retried by Celery's ``ensure`` on a connection to the master the

@@ -4,7 +4,7 @@ The enqueue fast path (:mod:`.publisher`) and the result waiter (:mod:`.waiter`)
 speak RESP on connections of their own (:mod:`.wire`). For a plain ``redis://`` URL
 such a connection always goes to the one server; for a ``sentinel://`` URL each new
 connection first asks the Sentinels which server is master now
-(:func:`zephyr_core._topology.resolve_master`), so a connection made after a
+(:func:`zephyr_core._redis_clients.resolve_master`), so a connection made after a
 fail-over reaches the promoted replica. What to do when a connection is lost or a
 reply says ``-READONLY`` (a master demoted to replica) is the caller's: reconnect,
 which resolves again.

@@ -20,7 +20,7 @@ master, and a worker follows a fail-over on its own:
 The stranded record is keyed by the master group (:meth:`SentinelChannel.broker_identity`),
 not by a server, so the channel on the new master finds what the old one left. Each
 master the Sentinels name is recorded with the foundation's fail-over bookkeeping
-(``zephyr_core._topology.record_master``: the log line, ``failovers_seen``, the
+(``zephyr_core._failovers.record_master``: the log line, ``failovers_seen``, the
 ``zephyr_redis_failovers_total`` counter, ``on_failover`` callbacks) when the topology
 was registered by :mod:`zephyr_celery._broker` (:func:`register_topology`).
 
