@@ -38,6 +38,7 @@ Private internals used:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
@@ -183,6 +184,11 @@ class RedisPublisher:
                 fewer replicas than asked confirmed it in time.
         """
         wire = self._wire
+        if self._wait and (wire is None or wire.closed):
+            # Connect first, so that a burst of first messages shares WAITs too
+            # (each with its own would make Redis run them one after another).
+            with contextlib.suppress(*self._retried):
+                wire = await self._connection()
         if wire is not None and not wire.closed:  # the usual case, kept short
             try:
                 if not self._wait:
