@@ -38,8 +38,9 @@ not each pay a timeout once it is known to be down.
 
 Private internals used: none (``BlockingConnectionPool.get_connection`` is public and
 overridden as redis-py documents for subclasses; :class:`GuardedSentinelPool` combines
-the blocking and the Sentinel pool through their constructors, and ``aclose`` reads the
-Sentinel pool's public ``sentinel_manager``).
+the blocking and the Sentinel pool through their constructors and extends the public
+``SentinelConnectionPool.get_master_address``, and ``aclose`` reads the Sentinel pool's
+public ``sentinel_manager``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from zephyr_cache._failopen import Bypassed, Guard, PoolBusy
+from zephyr_cache._flights import single_flight
 from zephyr_cache._serializers import RawBytes
 from zephyr_core import get_settings
 from zephyr_core._redis_clients import async_sentinel_manager
@@ -100,7 +102,20 @@ class GuardedPool(BlockingConnectionPool):
 
 
 class GuardedSentinelPool(GuardedPool, SentinelConnectionPool):
-    """:class:`GuardedPool` on the master the Sentinels name (see the module docstring)."""
+    """:class:`GuardedPool` on the master the Sentinels name (see the module docstring).
+
+    Connections opened together share one question to the Sentinels: a burst of 50
+    first calls would otherwise open 50 connections to a Sentinel at once, and under
+    load redis-py's Sentinel client lost track of some of them (its pool holds in-use
+    connections weakly), so closing the cache left them for the garbage collector.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asking: dict[str, asyncio.Future[Any]] = {}
+
+    async def get_master_address(self) -> Any:
+        return await single_flight(self.asking, "master", super().get_master_address)
 
 
 def sentinel_manager(topology: RedisTopology) -> Sentinel:

@@ -44,6 +44,17 @@ class Subscribed:
         self.owner = owner  # a Sentinel manager to close as well, or None
 
     async def aclose(self) -> None:
+        """Close everything, even when the listener is cancelled meanwhile (``stop()``
+        while it cleans up after a lost subscription): an interrupted close left the
+        client's pool, and its sockets, to the garbage collector."""
+        closing = asyncio.ensure_future(self._close())
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await closing
+            raise
+
+    async def _close(self) -> None:
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()  # type: ignore[no-untyped-call]
         with contextlib.suppress(Exception):
