@@ -30,9 +30,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from zephyr_cache._cluster import ClusterBackend
-from zephyr_cache._failopen import BACKEND_ERRORS
 from zephyr_cache._invalidation import message
-from zephyr_cache._memory import MISSING
 from zephyr_cache._redis import SHARDED, RedisStore, _px
 from zephyr_cache._redis_pool import LARGE
 
@@ -52,20 +50,9 @@ class ClusterStore(RedisStore):
 
     # GET and SET go to the cluster client directly: aiocache's wrapper around them
     # (plugins, key building, logging) costs more than a cluster call's own overhead.
-    async def get(self, key: str) -> Any:
-        guard = self.guard
-        if guard.troubled and not await self._usable():
-            self.stats.misses += 1
-            return MISSING
-        try:
-            payload = await self.connector.backend().client.get(key)
-        except BACKEND_ERRORS as exc:
-            self._failed(exc, "GET", key)
-            self.stats.misses += 1
-            return MISSING
-        if guard.troubled:
-            guard.succeeded()
-        return self._decode(payload)
+    async def _get_payload(self, key: str) -> bytes | None:
+        payload: bytes | None = await self.connector.backend().client.get(key)
+        return payload
 
     async def _set_payload(self, key: str, payload: bytes, ttl: float | None) -> None:
         client = self.connector.backend().client
